@@ -1,0 +1,8 @@
+# Validators the generated models call by name (`instance_<option>`); hand-written, kept on regeneration.
+
+
+def instance_proc_name(value, **kwargs):
+    # A blank name would match `gunicorn: master [ ]`, never a real app: refuse it with the option's name.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError('must name the gunicorn app as in `gunicorn: master [NAME]`, got a blank string')
+    return value

@@ -1,0 +1,169 @@
+"""Which gunicorn masters of one app are running, and which of their children are HTTP workers.
+
+A master is found by its title, `gunicorn: master [NAME]`, in a scan of the process
+table. It is remembered (pid and start time) so that later runs read only that master
+and its children; the table is scanned again when a remembered master is gone, when
+none is known, and every `rescan_interval` seconds to find new masters.
+"""
+
+from typing import NamedTuple
+
+import psutil
+
+from . import procfs
+
+# /proc/PID/comm keeps 15 characters of the title: a cheap filter before reading cmdline.
+MASTER_COMM = 'gunicorn: maste'
+MASTER_TITLE = 'gunicorn: master [{}]'
+WORKER_TITLE_PREFIX = 'gunicorn: worker ['
+CHILD_MASTER_TITLE_PREFIX = 'gunicorn: master ['
+# gunicorn names the master started by USR2 after the old one's proc_name plus this suffix.
+UPGRADE_SUFFIX = '.2'
+
+WORKER = 'worker'
+CHILD_MASTER = 'child master'
+OTHER = 'other'  # dirty arbiter, dirty workers: gunicorn processes that serve no HTTP
+
+
+class Proc(NamedTuple):
+    pid: int
+    stat: procfs.Stat
+
+    @property
+    def key(self):
+        """Identifies one process across runs, even after its pid is reused."""
+        return self.pid, self.stat.start_ticks
+
+
+class Snapshot(NamedTuple):
+    masters: list  # of Proc: top-level masters, then masters started under them by USR2
+    workers: list  # of Proc
+    problems: list  # of str: what could not be read, for the Agent status page
+
+
+def classify_child(title, parent_title):
+    """What a master's child is, from its title; None while it has no title of its own yet
+    (a freshly forked child still shows its parent's title, an exec'ing one its command line)."""
+    if title.startswith(WORKER_TITLE_PREFIX):
+        return WORKER
+    if title.startswith(CHILD_MASTER_TITLE_PREFIX) and title != parent_title:
+        return CHILD_MASTER
+    if title.startswith('gunicorn: ') and title != parent_title:
+        return OTHER
+    return None
+
+
+class Discovery:
+    """Finds the masters of one app and their workers, run after run."""
+
+    def __init__(self, proc_name, rescan_interval, root='/proc'):
+        self.master_titles = {MASTER_TITLE.format(proc_name), MASTER_TITLE.format(proc_name + UPGRADE_SUFFIX)}
+        self.rescan_interval = rescan_interval
+        self.root = root
+
+        # State kept between runs.
+        self.masters = {}  # pid -> start ticks, of the top-level masters the last scan found
+        self.last_scan = None  # monotonic time of that scan
+        self.child_kinds = {}  # Proc.key -> kind, for children already classified
+        self.children_files = True  # False once the kernel turns out to lack /proc/PID/task/*/children
+
+    def run(self, now):
+        """Snapshot of the app's masters and workers; `now` is time.monotonic()."""
+        if not self.masters or self.last_scan is None or now - self.last_scan >= self.rescan_interval:
+            self.scan(now)
+        snapshot = self._walk()
+        if snapshot is None:  # a remembered master is gone: a USR2 successor or a restart may have replaced it
+            self.scan(now)
+            snapshot = self._walk() or Snapshot([], [], [])
+        return snapshot
+
+    def scan(self, now):
+        """Read the whole process table for masters titled after the app."""
+        found = {}
+        for proc in psutil.process_iter(['name']):
+            if not (proc.info['name'] or '').startswith(MASTER_COMM):
+                continue
+            try:
+                title = procfs.read_title(proc.pid, self.root)
+                stat = procfs.read_stat(proc.pid, self.root)
+            except (psutil.Error, procfs.ProcfsError):
+                continue  # gone, hidden or garbled: the next scan looks again
+            if title in self.master_titles and stat.state not in procfs.DEAD_STATES:
+                found[proc.pid] = stat
+        # A master whose parent also matched was started by USR2: it is reached through its parent.
+        self.masters = {pid: stat.start_ticks for pid, stat in found.items() if stat.ppid not in found}
+        self.last_scan = now
+
+    def _walk(self):
+        masters, workers, problems = [], [], []
+        seen = set()
+        for pid, start_ticks in self.masters.items():
+            try:
+                stat = procfs.read_stat(pid, self.root)
+            except (psutil.Error, procfs.ProcfsError):
+                return None
+            if stat.start_ticks != start_ticks or stat.state in procfs.DEAD_STATES:
+                return None
+            self._collect(Proc(pid, stat), masters, workers, problems, seen)
+        # Forget children that are gone, so the map does not grow with every recycled worker.
+        self.child_kinds = {key: kind for key, kind in self.child_kinds.items() if key in seen}
+        return Snapshot(masters, workers, problems)
+
+    def _collect(self, master, masters, workers, problems, seen):
+        masters.append(master)
+        try:
+            children = self._children(master.pid)
+        except (psutil.AccessDenied, procfs.ProcfsError) as e:
+            problems.append(f'Cannot list the children of gunicorn master {master.pid}: {describe(e)}')
+            return
+        except psutil.NoSuchProcess:
+            return
+        for pid in children:
+            try:
+                child = Proc(pid, procfs.read_stat(pid, self.root))
+            except psutil.NoSuchProcess:
+                continue
+            except (psutil.AccessDenied, procfs.ProcfsError) as e:
+                problems.append(f'Cannot read child {pid} of gunicorn master {master.pid}: {describe(e)}')
+                continue
+            if child.stat.state in procfs.DEAD_STATES:
+                continue
+            kind = self._kind(child, master.pid)
+            if kind is None:
+                continue
+            seen.add(child.key)
+            if kind == WORKER:
+                workers.append(child)
+            elif kind == CHILD_MASTER:
+                self._collect(child, masters, workers, problems, seen)
+
+    def _kind(self, child, parent_pid):
+        kind = self.child_kinds.get(child.key)
+        if kind is not None:
+            return kind
+        try:
+            title = procfs.read_title(child.pid, self.root)
+            # Only a child that is no worker needs its parent's title to be told apart.
+            parent_title = '' if title.startswith(WORKER_TITLE_PREFIX) else procfs.read_title(parent_pid, self.root)
+        except (psutil.Error, procfs.ProcfsError):
+            return None
+        kind = classify_child(title, parent_title)
+        if kind is not None:
+            self.child_kinds[child.key] = kind
+        return kind
+
+    def _children(self, pid):
+        if self.children_files:
+            try:
+                return procfs.read_children(pid, self.root)
+            except procfs.ChildrenUnsupported:
+                self.children_files = False
+        # Without the children files, psutil has to read the parent of every process.
+        return [child.pid for child in psutil.Process(pid).children()]
+
+
+def describe(error):
+    """One line for the Agent status page, naming the process and what went wrong."""
+    if isinstance(error, psutil.AccessDenied):
+        return f'permission denied (pid {error.pid})'
+    return str(error)
