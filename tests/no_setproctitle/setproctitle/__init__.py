@@ -1,0 +1,1 @@
+raise ImportError('setproctitle is hidden from this gunicorn by the tests (tests/server.py)')
