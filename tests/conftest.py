@@ -1,8 +1,22 @@
+import ctypes
+import ctypes.util
+
 import pytest
 
 from datadog_checks.gunicorn import GunicornCheck
 
 from .server import GunicornServer
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture(scope='session', autouse=True)
+def reap_orphans():
+    """Become the subreaper of the gunicorn processes the tests orphan (a master promoted by
+    USR2, workers of a SIGKILLed master), so that stopping them by pid also reaps them
+    instead of leaving zombies behind an init that may not reap."""
+    libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 @pytest.fixture

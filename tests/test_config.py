@@ -1,0 +1,54 @@
+"""Bad configuration is reported by run(), naming the option, and nothing is submitted."""
+
+import json
+
+import pytest
+
+from datadog_checks.gunicorn import GunicornCheck
+
+from scripts.sync_config import drifted_files
+
+
+@pytest.mark.parametrize(
+    'instance, option, problem',
+    [
+        ({}, 'proc_name', 'Field required'),
+        ({'proc_name': ''}, 'proc_name', 'blank string'),
+        ({'proc_name': '   '}, 'proc_name', 'blank string'),
+        ({'proc_name': None}, 'proc_name', 'valid string'),
+        ({'proc_name': 5}, 'proc_name', 'valid string'),
+        ({'proc_name': ['web']}, 'proc_name', 'valid string'),
+        ({'proc_name': 'web', 'tags': 'team:web'}, 'tags', 'valid tuple'),
+        ({'proc_name': 'web', 'tags': [1]}, 'tags -> 1', 'valid string'),
+        ({'proc_name': 'web', 'tags': {'team': 'web'}}, 'tags', 'valid tuple'),
+        ({'proc_name': 'web', 'gunicorn': ['gunicorn', '--version']}, 'gunicorn', 'valid string'),
+        ({'proc_name': 'web', 'rescan_interval': 'soon'}, 'rescan_interval', 'valid number'),
+        ({'proc_name': 'web', 'rescan_interval': 0}, 'rescan_interval', 'greater than 0'),
+        ({'proc_name': 'web', 'min_collection_interval': 'often'}, 'min_collection_interval', 'valid number'),
+    ],
+    ids=lambda value: repr(value) if isinstance(value, dict) else None,
+)
+def test_bad_instance_is_a_configuration_error_naming_the_option(aggregator, instance, option, problem):
+    check = GunicornCheck('gunicorn', {}, [instance])
+
+    error = check.run()
+
+    (report,) = json.loads(error)
+    lines = report['message'].splitlines()
+    assert lines[0].startswith('Detected 1 error while loading configuration model `InstanceConfig`')
+    assert lines[1] == option
+    assert problem in lines[2]
+    assert aggregator.metric_names == []
+    assert aggregator.service_check_names == []
+
+
+def test_the_error_is_reported_again_on_every_run(aggregator):
+    check = GunicornCheck('gunicorn', {}, [{'proc_name': 7}])
+    assert check.run()
+    assert check.run(), 'a second run must not start collecting with a half-built check'
+    assert aggregator.metric_names == []
+
+
+def test_example_config_and_models_are_generated_from_the_spec():
+    drifted = drifted_files()
+    assert not drifted, 'run `python scripts/sync_config.py`:\n' + '\n'.join(diff for _, diff in drifted)
