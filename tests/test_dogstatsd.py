@@ -1,0 +1,260 @@
+"""gunicorn's own StatsD, received the way DogStatsD receives it, held against metadata.csv.
+
+One real gunicorn sends to a UDP socket of the test; the names it sends, after DogStatsD's
+expansion, must each have a metadata row of the in-app type Datadog stores them as, and
+metadata.csv must name nothing that neither gunicorn's StatsD nor the check sends.
+"""
+
+import csv
+import importlib
+import os
+import re
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from .server import GunicornServer, wait_until
+
+METADATA = Path(__file__).parents[1] / 'metadata.csv'
+
+APP = 'statsdapp'
+TAGS = (f'app:{APP}', 'env:test')
+# Dotted, to prove the prefix is stripped as a whole and not one label at a time.
+PREFIX = 'edge.web'
+
+# How Datadog stores what DogStatsD receives (https://docs.datadoghq.com/metrics/types/, "Submission
+# types and Datadog in-app types", and https://docs.datadoghq.com/metrics/custom_metrics/dogstatsd_metrics_submission/):
+# a COUNT (`c`) is stored as a RATE, normalised per second over the flush interval; a GAUGE (`g`) as a
+# GAUGE; a StatsD TIMER (`ms`) is a HISTOGRAM (`h`), from which the Agent makes `.count` (a RATE) and
+# `.avg`, `.median`, `.max`, `.95percentile` (GAUGEs) with its default histogram_aggregates and
+# histogram_percentiles.
+HISTOGRAM = {'.avg': 'gauge', '.median': 'gauge', '.max': 'gauge', '.95percentile': 'gauge', '.count': 'rate'}
+IN_APP = {'c': {'': 'rate'}, 'g': {'': 'gauge'}, 'ms': HISTOGRAM, 'h': HISTOGRAM}
+
+# gunicorn sends gunicorn.request.status.<code> for whatever status the app answers with, so
+# metadata.csv can only list a family of them. It lists every final status registered with IANA
+# (http.HTTPStatus of Python 3.11, from 200), as the bundled integration did, and 101, which an app
+# answers when it takes over the connection for a WebSocket. 100 Continue is written by gunicorn
+# itself and never reaches its access log; 102 and 103 are interim responses a WSGI app cannot send.
+# The test makes gunicorn send every one of them, so each row is proven by a real datagram.
+STATUS_CODES = (
+    101,
+    *range(200, 209),
+    226,
+    *range(300, 306),
+    307,
+    308,
+    *range(400, 419),
+    *range(421, 427),
+    428,
+    429,
+    431,
+    451,
+    *range(500, 509),
+    510,
+    511,
+)
+STATUS_FAMILY = re.compile(r'gunicorn\.request\.status\.(\d+)')
+
+DATAGRAM = re.compile(
+    r'(?P<name>[^:|@#]+):(?P<value>-?\d+(?:\.\d+)?)\|(?P<type>c|g|ms|h)(?:\|@(?P<rate>[\d.]+))?(?:\|#(?P<tags>.*))?'
+)
+
+
+class UdpListener:
+    """A UDP socket on 127.0.0.1 drained by a thread, so a burst of datagrams never overflows its buffer."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.settimeout(0.05)
+        self.address = f'127.0.0.1:{self.sock.getsockname()[1]}'
+        self.datagrams = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self):
+        while not self._stop.is_set():
+            try:
+                self.datagrams.append(self.sock.recv(65535).decode('ascii'))
+            except TimeoutError:
+                continue
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+def parse(datagram):
+    match = DATAGRAM.fullmatch(datagram)
+    assert match, f'not a DogStatsD datagram: {datagram!r}'
+    return match
+
+
+def unprefixed(name):
+    assert name.startswith(PREFIX + '.'), f'{name} lacks the --statsd-prefix {PREFIX}'
+    return name[len(PREFIX) + 1 :]
+
+
+def read_metadata():
+    with METADATA.open(newline='') as f:
+        rows = list(csv.DictReader(f))
+    names = [row['metric_name'] for row in rows]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    assert not duplicates, f'metadata.csv names these twice: {duplicates}'
+    return {row['metric_name']: row for row in rows}
+
+
+def check_metric_names():
+    # Read when the test runs: the check's metrics module grows while this test stays as it is.
+    metrics = importlib.reload(importlib.import_module('datadog_checks.gunicorn.metrics'))
+    return {value for value in vars(metrics).values() if isinstance(value, str) and value.startswith('gunicorn.')}
+
+
+def send_invalid_request(port):
+    """An HTTP version gunicorn refuses: a real WARNING log line, answered by gunicorn itself."""
+    with socket.create_connection(('127.0.0.1', port), timeout=10) as conn:
+        conn.sendall(b'GET / HTTP/9.9\r\nHost: x\r\n\r\n')
+        answer = b''
+        while chunk := conn.recv(4096):
+            answer += chunk
+    assert answer.startswith(b'HTTP/1.1 400 '), answer
+
+
+@pytest.fixture(scope='module')
+def sent(tmp_path_factory):
+    """Every datagram one gunicorn sent while serving each status code, errors, a killed and a stuck worker."""
+    listener = UdpListener()
+    server = GunicornServer(
+        tmp_path_factory.mktemp('dogstatsd'),
+        name=APP,
+        workers=2,
+        args=[
+            '--statsd-host',
+            listener.address,
+            '--statsd-prefix',
+            PREFIX,
+            '--dogstatsd-tags',
+            ','.join(TAGS),
+            '--enable-backlog-metric',
+            # The shortest timeout gunicorn accepts, to get its CRITICAL "WORKER TIMEOUT" quickly.
+            '--timeout',
+            '1',
+        ],
+    )
+    try:
+        server.start()
+        answered = 0
+        for code in STATUS_CODES:
+            assert server.get(f'/status/{code}')[0] == code
+            answered += 1
+        assert server.get('/boom')[0] == 500  # ERROR with a traceback: gunicorn.log.exception
+        answered += 1
+        send_invalid_request(server.port)  # WARNING; rejected before parsing, so no request metrics
+
+        # SIGKILL is what the OOM killer sends; the master logs it at ERROR.
+        killed = server.workers()[0].pid
+        os.kill(killed, signal.SIGKILL)
+        wait_until(
+            lambda: killed not in {w.pid for w in server.workers()} and len(server.workers()) == 2,
+            what='the killed worker replaced',
+        )
+
+        # A request outliving --timeout: the master logs CRITICAL and aborts the worker, whose
+        # unfinished request gunicorn still counts, as a 500.
+        stuck = server.get_in_background('/sleep?s=30')
+        answered += 1
+
+        def names_seen():
+            return {unprefixed(parse(d)['name']) for d in listener.datagrams}
+
+        expected = {
+            'gunicorn.requests',
+            'gunicorn.request.duration',
+            *(f'gunicorn.request.status.{code}' for code in STATUS_CODES),
+            'gunicorn.log.exception',
+            'gunicorn.log.warning',
+            'gunicorn.log.error',
+            'gunicorn.log.critical',
+            'gunicorn.backlog',
+            'gunicorn.workers',
+        }
+
+        def all_sent():
+            requests = sum(1 for d in listener.datagrams if parse(d)['name'] == f'{PREFIX}.gunicorn.requests')
+            return requests == answered and expected <= names_seen()
+
+        try:
+            wait_until(all_sent, timeout=20, what='every expected datagram')
+        except AssertionError as e:
+            missing = sorted(expected - names_seen())
+            raise AssertionError(f'{e}; missing {missing} (log: {server.log_tail()})') from None
+        stuck.join(timeout=10)
+    finally:
+        server.stop()
+        listener.close()
+    return [parse(d) for d in listener.datagrams]
+
+
+def expanded(sent):
+    """{name as stored in Datadog: in-app type}, after DogStatsD's expansion of timers and histograms."""
+    stored = {}
+    for datagram in sent:
+        name = unprefixed(datagram['name'])
+        for suffix, in_app in IN_APP[datagram['type']].items():
+            stored[name + suffix] = in_app
+    return stored
+
+
+def test_every_datagram_carries_the_dogstatsd_tags(sent):
+    untagged = [d.string for d in sent if tuple((d['tags'] or '').split(',')) != TAGS]
+    assert not untagged, f'datagrams without exactly the tags {TAGS}: {untagged}'
+
+
+def test_counters_are_not_sampled(sent):
+    # DogStatsD divides a counter by its sample rate; gunicorn must send every one.
+    sampled = [d.string for d in sent if d['type'] == 'c' and float(d['rate'] or 1) != 1.0]
+    assert not sampled, sampled
+
+
+def test_every_name_sent_is_in_metadata_with_its_in_app_type(sent):
+    metadata = read_metadata()
+    wrong = []
+    for name, in_app in sorted(expanded(sent).items()):
+        row = metadata.get(name)
+        if row is None:
+            wrong.append(f'{name}: no row (stored in-app as {in_app})')
+        elif row['metric_type'] != in_app:
+            wrong.append(f'{name}: row says {row["metric_type"]}, stored in-app as {in_app}')
+        elif in_app == 'rate' and row['per_unit_name'] != 'second':
+            wrong.append(f'{name}: a DogStatsD rate is per second, row says per {row["per_unit_name"]!r}')
+    assert not wrong, '\n'.join(wrong)
+
+
+def test_metadata_names_nothing_that_is_never_sent(sent):
+    known = set(expanded(sent)) | check_metric_names()
+    unknown = sorted(set(read_metadata()) - known)
+    assert not unknown, f'metadata.csv rows neither gunicorn StatsD nor the check sends: {unknown}'
+
+
+def test_status_rows_are_one_family(sent):
+    rows = {name: row for name, row in read_metadata().items() if name.startswith('gunicorn.request.status.')}
+    codes = set()
+    for name in rows:
+        match = STATUS_FAMILY.fullmatch(name)
+        assert match, f'{name} is not gunicorn.request.status.<code>'
+        codes.add(int(match[1]))
+    assert codes == set(STATUS_CODES), (
+        f'rows missing: {sorted(set(STATUS_CODES) - codes)}, unexplained: {sorted(codes - set(STATUS_CODES))}'
+    )
+    # One family: the same type, interval and units for every code, so that adding codes up on a
+    # graph (all 5xx, say) adds like to like.
+    shapes = {(r['metric_type'], r['interval'], r['unit_name'], r['per_unit_name']) for r in rows.values()}
+    assert len(shapes) == 1, shapes
+    sent_codes = {int(m[1]) for d in sent if (m := STATUS_FAMILY.fullmatch(unprefixed(d['name'])))}
+    assert sent_codes == codes, f'sent but not listed: {sorted(sent_codes - codes)}'
