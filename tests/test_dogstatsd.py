@@ -142,7 +142,7 @@ def sent(tmp_path_factory):
             '--dogstatsd-tags',
             ','.join(TAGS),
             '--enable-backlog-metric',
-            # The shortest timeout gunicorn accepts, to get its CRITICAL "WORKER TIMEOUT" quickly.
+            # 1 s: the shortest --timeout that still times out (0 means never), for a quick CRITICAL "WORKER TIMEOUT".
             '--timeout',
             '1',
         ],
