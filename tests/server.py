@@ -84,7 +84,8 @@ class GunicornServer:
         ]
         self.env = dict(os.environ)
         if not setproctitle:
-            self.env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(NO_SETPROCTITLE_DIR), os.environ.get('PYTHONPATH')]))
+            paths = [str(NO_SETPROCTITLE_DIR), os.environ.get('PYTHONPATH')]
+            self.env['PYTHONPATH'] = os.pathsep.join(filter(None, paths))
         self.popen = None
         self.started = {}  # pid -> psutil.Process: every process seen under this server, stopped at the end
 

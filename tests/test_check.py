@@ -117,7 +117,8 @@ def test_hup_replaces_workers_and_counts_stay_right(gunicorn_server, make_check,
     before = {w.pid for w in server.workers()}
 
     server.signal(signal.SIGHUP)
-    wait_until(lambda: len(server.workers()) == 2 and not before & {w.pid for w in server.workers()}, what='new workers')
+    wait_until(lambda: {w.pid for w in server.workers()}.isdisjoint(before), what='new workers')
+    server.wait_ready(workers=2)
     run(check, aggregator, dd_run_check)
 
     assert worker_counts(aggregator, 'hup') == {'working': 0, 'idle': 2}

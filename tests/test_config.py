@@ -5,7 +5,6 @@ import json
 import pytest
 
 from datadog_checks.gunicorn import GunicornCheck
-
 from scripts.sync_config import drifted_files
 
 

@@ -14,7 +14,7 @@ import json
 import socket
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import yaml
 
@@ -73,7 +73,7 @@ class InstanceRun:
         error = self.check.run()
         self.durations.append(time.perf_counter() - start)
         self.runs += 1
-        self.last_date = datetime.now(timezone.utc)
+        self.last_date = datetime.now(UTC)
         self.errors = json.loads(error) if error else []
         self.warnings = self.check.get_warnings()
         self.series = self._series()

@@ -1,0 +1,171 @@
+"""What a run costs, and how it survives processes that change under it."""
+
+import signal
+import time
+
+import psutil
+import pytest
+
+from datadog_checks.gunicorn import discovery, procfs
+from datadog_checks.gunicorn.discovery import Discovery
+
+from .server import wait_until
+from .test_check import run, worker_counts
+
+
+@pytest.fixture
+def count_scans(monkeypatch):
+    calls = []
+    real = psutil.process_iter
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(discovery.psutil, 'process_iter', counting)
+    return calls
+
+
+def test_steady_state_runs_do_not_scan_the_process_table(
+    gunicorn_server, make_check, dd_run_check, aggregator, count_scans
+):
+    gunicorn_server(name='steady', workers=2)
+    check = make_check('steady')
+
+    for _ in range(5):
+        run(check, aggregator, dd_run_check)
+
+    assert len(count_scans) == 1
+    assert worker_counts(aggregator, 'steady') == {'working': 0, 'idle': 2}
+
+
+def test_a_restarted_master_is_found_by_a_new_scan(gunicorn_server, make_check, dd_run_check, aggregator, count_scans):
+    first = gunicorn_server(name='restarted', workers=1)
+    check = make_check('restarted')
+    dd_run_check(check)
+    first.stop()
+
+    gunicorn_server(name='restarted', workers=2)
+    run(check, aggregator, dd_run_check)
+
+    assert len(count_scans) == 2
+    assert worker_counts(aggregator, 'restarted') == {'working': 0, 'idle': 2}
+
+
+def test_new_masters_are_found_at_the_rescan_interval(gunicorn_server, count_scans):
+    first = gunicorn_server(name='rescan', workers=1)
+    finder = Discovery('rescan', rescan_interval=60)
+    assert [m.pid for m in finder.run(now=1000).masters] == [first.master_pid]
+
+    second = gunicorn_server(name='rescan', workers=1)
+    assert [m.pid for m in finder.run(now=1059).masters] == [first.master_pid]
+    assert len(count_scans) == 1
+
+    masters = finder.run(now=1060).masters
+    assert sorted(m.pid for m in masters) == sorted([first.master_pid, second.master_pid])
+    assert len(count_scans) == 2
+
+
+def test_a_run_never_sleeps(gunicorn_server, make_check, dd_run_check, monkeypatch):
+    gunicorn_server(name='nosleep', workers=1)
+    check = make_check('nosleep')
+
+    def refuse(seconds):
+        raise AssertionError(f'the check slept {seconds}s')
+
+    monkeypatch.setattr(time, 'sleep', refuse)
+    dd_run_check(check)
+    dd_run_check(check)
+
+
+def test_a_worker_vanishing_between_two_reads_is_not_counted(
+    gunicorn_server, make_check, dd_run_check, aggregator, monkeypatch
+):
+    server = gunicorn_server(name='vanish', workers=2)
+    check = make_check('vanish')
+    dd_run_check(check)
+    gone = server.workers()[0].pid
+    real = procfs.read_stat
+
+    # Listed as a child, then gone before its stat is read: a race no test can time for real.
+    def vanishing(pid, root='/proc'):
+        if pid == gone:
+            raise psutil.NoSuchProcess(pid)
+        return real(pid, root)
+
+    monkeypatch.setattr(procfs, 'read_stat', vanishing)
+    run(check, aggregator, dd_run_check)
+
+    assert worker_counts(aggregator, 'vanish') == {'working': 0, 'idle': 1}
+    assert not check.warnings
+
+
+def test_a_zombie_worker_is_not_counted(gunicorn_server, make_check, dd_run_check, aggregator):
+    server = gunicorn_server(name='zombie', workers=2)
+    check = make_check('zombie')
+    dd_run_check(check)
+    victim = server.workers()[0]
+
+    server.signal(signal.SIGSTOP)  # a stopped master cannot reap: its killed worker stays a zombie
+    try:
+        victim.kill()
+        wait_until(lambda: victim.status() == psutil.STATUS_ZOMBIE, what='a zombie worker')
+        run(check, aggregator, dd_run_check)
+    finally:
+        server.signal(signal.SIGCONT)
+
+    assert worker_counts(aggregator, 'zombie') == {'working': 0, 'idle': 1}
+
+
+def test_unreadable_children_are_a_warning_not_an_error(
+    gunicorn_server, make_check, dd_run_check, aggregator, monkeypatch
+):
+    server = gunicorn_server(name='denied', workers=2)
+    check = make_check('denied')
+
+    def denied(pid, root='/proc'):
+        raise psutil.AccessDenied(pid)
+
+    monkeypatch.setattr(procfs, 'read_children', denied)
+    dd_run_check(check)
+
+    assert check.warnings == [
+        f'Cannot list the children of gunicorn master {server.master_pid}: permission denied (pid {server.master_pid})'
+    ]
+    assert worker_counts(aggregator, 'denied') == {'working': 0, 'idle': 0}
+
+
+def test_a_garbled_worker_stat_is_a_warning_and_the_rest_is_counted(
+    gunicorn_server, make_check, dd_run_check, aggregator, monkeypatch
+):
+    server = gunicorn_server(name='garbled', workers=2)
+    check = make_check('garbled')
+    garbled = server.workers()[0].pid
+    real = procfs.read_stat
+
+    def garbling(pid, root='/proc'):
+        if pid == garbled:
+            raise procfs.ProcfsError(f'/proc/{pid}/stat', 'too few fields after comm')
+        return real(pid, root)
+
+    monkeypatch.setattr(procfs, 'read_stat', garbling)
+    dd_run_check(check)
+
+    assert worker_counts(aggregator, 'garbled') == {'working': 0, 'idle': 1}
+    (warning,) = check.warnings
+    assert f'/proc/{garbled}/stat: too few fields after comm' in warning
+
+
+def test_kernel_without_children_files_falls_back_to_psutil(gunicorn_server, monkeypatch):
+    server = gunicorn_server(name='nochildren', workers=2)
+
+    def unsupported(pid, root='/proc'):
+        raise procfs.ChildrenUnsupported(f'/proc/{pid}/task/{pid}/children does not exist')
+
+    monkeypatch.setattr(procfs, 'read_children', unsupported)
+    finder = Discovery('nochildren', rescan_interval=60)
+
+    snapshot = finder.run(now=0)
+
+    assert sorted(w.pid for w in snapshot.workers) == sorted(w.pid for w in server.workers())
+    assert finder.children_files is False
