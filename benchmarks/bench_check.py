@@ -126,7 +126,8 @@ def main():
     ]
     print(f'ours:      {ours:8.3f} ms median of {args.runs} runs')
     print(f'reference: {reference:8.3f} ms median of {args.reference_runs} runs')
-    print(f'with {args.idle_processes} idle processes: ours {ours_crowded:.3f} ms, reference {reference_crowded:.3f} ms')
+    print(f'with {args.idle_processes} idle processes: ours {ours_crowded:.3f} ms, ', end='')
+    print(f'reference {reference_crowded:.3f} ms')
     print()
     for label, value, target, unit, ok in results:
         bound = '<=' if unit == 'ms' or 'vs without' in label else '>='
