@@ -32,7 +32,7 @@ def run(check, aggregator, dd_run_check):
 
 @pytest.mark.parametrize('worker_class', ['sync', 'gthread'])
 def test_counts_workers_with_tags_and_metadata(gunicorn_server, make_check, dd_run_check, aggregator, worker_class):
-    gunicorn_server(name='counted', workers=3, worker_class=worker_class)
+    server = gunicorn_server(name='counted', workers=3, worker_class=worker_class)
     check = make_check('counted', tags=['team:web', 'tier:front'])
 
     dd_run_check(check)
@@ -41,7 +41,14 @@ def test_counts_workers_with_tags_and_metadata(gunicorn_server, make_check, dd_r
     aggregator.assert_metric('gunicorn.workers', value=0, tags=[*tags, 'state:working'], count=1)
     aggregator.assert_metric('gunicorn.workers', value=3, tags=[*tags, 'state:idle'], count=1)
     aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=tags, count=1)
-    aggregator.assert_all_metrics_covered()
+    listener = [*tags, f'listener:127.0.0.1:{server.port}']
+    aggregator.assert_metric('gunicorn.listener.queued', value=0, tags=listener, count=1)
+    aggregator.assert_metric('gunicorn.listener.active', value=0, tags=listener, count=1)
+    aggregator.assert_metric('gunicorn.connections.active', value=0, tags=tags, count=1)
+    for name in ('gunicorn.worker.memory.rss.sum', 'gunicorn.worker.memory.rss.max', 'gunicorn.master.uptime'):
+        aggregator.assert_metric(name, tags=tags, count=1)
+    aggregator.assert_metric('gunicorn.worker.heartbeat.age.max', tags=tags, count=1)
+    aggregator.assert_all_metrics_covered()  # the churn and CPU metrics wait for a second run
     aggregator.assert_metrics_using_metadata(get_metadata_metrics())
 
 

@@ -27,12 +27,14 @@ def test_prints_series_service_checks_and_metadata(gunicorn_server):
 
     assert code == 0
     series = json_block(output, 'Series')
-    assert {(s['metric'], s['points'][0][1], tuple(s['tags'])) for s in series} == {
+    workers = [s for s in series if s['metric'] == 'gunicorn.workers']
+    assert {(s['metric'], s['points'][0][1], tuple(s['tags'])) for s in workers} == {
         ('gunicorn.workers', 0.0, ('app:printed', 'state:working', 'team:web')),
         ('gunicorn.workers', 2.0, ('app:printed', 'state:idle', 'team:web')),
     }
     (service_check,) = json_block(output, 'Service Checks')
     assert (service_check['check'], service_check['status']) == ('gunicorn.is_running', 0)
+    assert 'gunicorn.worker.started' in {s['metric'] for s in series}, 'a second run compares with the first'
     assert 'Total Runs: 2' in output
     assert '[OK]' in output
     assert 'version.raw: ' in output

@@ -4,46 +4,130 @@ import psutil
 
 from datadog_checks.base import AgentCheck
 
-from . import metrics
+from . import metrics, procfs
 from .config_models import ConfigMixin
+from .control import ControlError, read_stats
 from .discovery import MASTER_TITLE, Discovery
+from .sockets import Sockets, parse_listener
 from .version import Versions
-from .workers import CpuActivity
+from .workers import WorkerHistory, heartbeat_age, read_worker_fds, worker_states
+
+FDS_DENIED = (
+    'Cannot read /proc/<PID>/fd of the gunicorn workers: busy workers are counted by CPU time, which '
+    'misses workers waiting on I/O, and heartbeat ages are unknown{listeners}. Run the Agent as root or as '
+    "gunicorn's user, or give it CAP_SYS_PTRACE, for exact counts."
+)
 
 
 class GunicornCheck(AgentCheck, ConfigMixin):
-    """One run: find the app's masters and workers, tell working from idle, submit."""
+    """One run: find the app's masters and workers, sample them, submit."""
 
     def __init__(self, name, init_config, instances):
         super().__init__(name, init_config, instances)
         # Built from the validated configuration before the first run, so that a bad
         # configuration is reported by run() as the Agent shows it, not as a load error.
+        self.root = psutil.PROCFS_PATH
+        self.boot_time = None
         self.app_tags = None
         self.discovery = None
-        self.activity = None
+        self.sockets = None
+        self.history = None
         self.versions = None
         self.submitted_version = None
+        self.warned_fds_denied = False
         self.check_initializations.append(self.build_state)
 
     def build_state(self):
         config = self.config
+        root = self.root
+        self.boot_time = psutil.boot_time()
         self.app_tags = [f'app:{config.proc_name}', *(config.tags or ())]
-        self.discovery = Discovery(config.proc_name, config.rescan_interval, psutil.PROCFS_PATH)
-        self.activity = CpuActivity()
-        self.versions = Versions(config.gunicorn, self.log, psutil.PROCFS_PATH)
+        self.discovery = Discovery(config.proc_name, config.rescan_interval, root)
+        self.sockets = Sockets([parse_listener(address) for address in config.listeners or ()], root)
+        self.history = WorkerHistory()
+        self.versions = Versions(config.gunicorn, self.log, root)
 
     def check(self, _):
-        snapshot = self.discovery.run(time.monotonic())
-        for problem in snapshot.problems:
+        now = time.monotonic()
+        snapshot = self.discovery.run(now)
+        sockets = self.sockets.sample(snapshot.masters)
+        for problem in snapshot.problems + sockets.problems:
             self.warning(problem)
 
-        states = self.activity.states(snapshot.workers)
+        fds_by_key = self.read_fds(snapshot.workers)
+        change = self.history.compare(snapshot.workers, now)
+        states = worker_states(snapshot.workers, fds_by_key, sockets.served_inodes, change.cpu_advanced)
         working = sum(1 for state in states.values() if state == metrics.WORKING)
         self.gauge(metrics.WORKERS, working, tags=[*self.app_tags, f'state:{metrics.WORKING}'])
         self.gauge(metrics.WORKERS, len(states) - working, tags=[*self.app_tags, f'state:{metrics.IDLE}'])
 
+        self.submit_pool(snapshot, change)
+        self.submit_sockets(sockets)
+        heartbeat_ages = self.heartbeat_ages(snapshot.workers, fds_by_key)
+        if self.config.control_socket:
+            heartbeat_ages = heartbeat_ages or self.submit_control()
+        if heartbeat_ages:
+            self.gauge(metrics.WORKER_HEARTBEAT_AGE_MAX, max(heartbeat_ages), tags=self.app_tags)
+
         self.submit_is_running(snapshot)
         self.submit_version(snapshot.masters)
+
+    def heartbeat_ages(self, workers, fds_by_key):
+        wall_now = time.time()
+        ages = (heartbeat_age(w, fds_by_key[w.key], wall_now, self.root) for w in workers if w.key in fds_by_key)
+        return [age for age in ages if age is not None]
+
+    def read_fds(self, workers):
+        """Proc.key -> WorkerFds for the workers whose fds the Agent may read."""
+        fds_by_key = {}
+        denied = False
+        for worker in workers:
+            try:
+                fds_by_key[worker.key] = read_worker_fds(worker, self.root)
+            except psutil.AccessDenied:
+                denied = True
+            except psutil.NoSuchProcess:
+                continue
+        if (denied or self.sockets.fds_denied) and not self.warned_fds_denied:
+            self.warned_fds_denied = True
+            listeners = '' if self.config.listeners else '; set `listeners` for the backlog metrics'
+            self.warning(FDS_DENIED.format(listeners=listeners))
+        return fds_by_key
+
+    def submit_pool(self, snapshot, change):
+        if change.started is not None:
+            self.count(metrics.WORKERS_STARTED, change.started, tags=self.app_tags)
+        if change.cpu_percent is not None:
+            self.gauge(metrics.WORKER_CPU, change.cpu_percent, tags=self.app_tags)
+        if snapshot.workers:
+            rss = [worker.stat.rss_bytes for worker in snapshot.workers]
+            self.gauge(metrics.WORKER_RSS_SUM, sum(rss), tags=self.app_tags)
+            self.gauge(metrics.WORKER_RSS_MAX, max(rss), tags=self.app_tags)
+        if snapshot.masters:
+            newest = max(master.stat.start_ticks for master in snapshot.masters)
+            uptime = time.time() - self.boot_time - newest / procfs.CLOCK_TICKS
+            self.gauge(metrics.MASTER_UPTIME, max(0.0, uptime), tags=self.app_tags)
+
+    def submit_sockets(self, sockets):
+        for stats in sockets.listeners:
+            tags = [*self.app_tags, f'listener:{stats.listener.address}']
+            self.gauge(metrics.LISTENER_QUEUED, stats.queued, tags=tags)
+            self.gauge(metrics.LISTENER_ACTIVE, stats.active, tags=tags)
+        if sockets.listeners:
+            self.gauge(metrics.CONNECTIONS_ACTIVE, sum(s.active for s in sockets.listeners), tags=self.app_tags)
+
+    def submit_control(self):
+        """The master's own counters; returns its workers' heartbeat ages."""
+        try:
+            stats = read_stats(self.config.control_socket)
+        except ControlError as e:
+            self.warning('Cannot read gunicorn\'s control socket %s', e)
+            return []
+        self.gauge(metrics.MASTER_WORKERS_TARGET, stats.workers_target, tags=self.app_tags)
+        self.monotonic_count(metrics.MASTER_WORKERS_SPAWNED, stats.workers_spawned, tags=self.app_tags)
+        self.monotonic_count(metrics.MASTER_WORKERS_KILLED, stats.workers_killed, tags=self.app_tags)
+        self.monotonic_count(metrics.MASTER_RELOADS, stats.reloads, tags=self.app_tags)
+        return stats.heartbeat_ages
 
     def submit_is_running(self, snapshot):
         if not snapshot.masters:

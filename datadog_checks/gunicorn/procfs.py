@@ -8,6 +8,7 @@ exceptions: `psutil.NoSuchProcess`, `psutil.AccessDenied` and `ProcfsError`.
 
 import errno
 import os
+import socket
 from typing import NamedTuple
 
 import psutil
@@ -117,3 +118,110 @@ def read_mapped_paths(pid, root='/proc'):
         if len(parts) == 6 and parts[5].startswith('/'):
             paths.add(parts[5])
     return paths
+
+
+# Socket states in /proc/net/tcp (include/net/tcp_states.h) and /proc/net/unix (SS_* of linux/net.h).
+TCP_ESTABLISHED = 0x01
+TCP_CLOSE_WAIT = 0x08
+TCP_LISTEN = 0x0A
+UNIX_CONNECTING = 0x02
+UNIX_CONNECTED = 0x03
+UNIX_ACCEPTING = 0x00010000  # __SO_ACCEPTCON in the Flags column: a listening socket
+
+
+class TcpSocket(NamedTuple):
+    local_ip: str
+    local_port: int
+    state: int
+    rx_queue: int  # for a LISTEN socket: connections waiting in the accept queue
+    inode: int  # 0 while a connection waits in the accept queue: no process holds it yet
+
+
+class UnixSocket(NamedTuple):
+    flags: int
+    state: int
+    inode: int  # 0 for a connection queued on a listener, not yet accepted
+    path: str  # a listener's path; an accepted or queued connection inherits it
+
+
+def _hex_ip(text):
+    # The kernel prints the address as native-endian 32-bit words.
+    raw = bytes.fromhex(text)
+    words = b''.join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words)
+
+
+def read_net_tcp(pid, name='tcp', root='/proc', ports=None):
+    """Sockets of /proc/PID/net/tcp or tcp6 (PID's network namespace). With `ports`, only
+    lines mentioning one of those ports are parsed: the table can hold thousands of sockets."""
+    path = f'{root}/{pid}/net/{name}'
+    needles = [f':{port:04X} ' for port in ports] if ports is not None else None
+    sockets = []
+    for line in _read_text(root, pid, f'net/{name}').splitlines()[1:]:
+        if needles is not None and not any(needle in line for needle in needles):
+            continue
+        fields = line.split()
+        try:
+            local_ip, local_port = fields[1].split(':')
+            tx_queue, rx_queue = fields[4].split(':')
+            sockets.append(
+                TcpSocket(_hex_ip(local_ip), int(local_port, 16), int(fields[3], 16), int(rx_queue, 16), int(fields[9]))
+            )
+        except (IndexError, ValueError, OSError):
+            raise ProcfsError(path, f'unexpected line {line.strip()[:100]!r}') from None
+    return sockets
+
+
+def read_net_unix(pid, root='/proc', paths=None):
+    """Sockets of /proc/PID/net/unix that have a path; with `paths`, only those paths."""
+    path = f'{root}/{pid}/net/unix'
+    sockets = []
+    for line in _read_text(root, pid, 'net/unix').splitlines()[1:]:
+        fields = line.split(None, 7)
+        if len(fields) < 8:
+            if len(fields) == 7:
+                continue  # unnamed socket: no listener is ever unnamed
+            raise ProcfsError(path, f'unexpected line {line.strip()[:100]!r}')
+        if paths is not None and fields[7] not in paths:
+            continue
+        try:
+            sockets.append(UnixSocket(int(fields[3], 16), int(fields[5], 16), int(fields[6]), fields[7]))
+        except ValueError:
+            raise ProcfsError(path, f'unexpected line {line.strip()[:100]!r}') from None
+    return sockets
+
+
+def read_fd_links(pid, root='/proc'):
+    """fd number -> link target of every open file of PID (`socket:[INODE]`, a path, ...).
+    Needs PID's user or CAP_SYS_PTRACE: psutil.AccessDenied otherwise."""
+    folder = f'{root}/{pid}/fd'
+    try:
+        fds = os.listdir(folder)
+    except (FileNotFoundError, ProcessLookupError):
+        raise psutil.NoSuchProcess(pid) from None
+    except PermissionError:
+        raise psutil.AccessDenied(pid) from None
+    links = {}
+    for fd in fds:
+        try:
+            links[int(fd)] = os.readlink(f'{folder}/{fd}')
+        except FileNotFoundError:
+            continue  # closed since the listing
+        except PermissionError:
+            raise psutil.AccessDenied(pid) from None
+    return links
+
+
+def socket_inodes(links):
+    """Inodes of the sockets among read_fd_links()'s targets."""
+    return {int(target[8:-1]) for target in links.values() if target.startswith('socket:[')}
+
+
+def fd_change_time(pid, fd, root='/proc'):
+    """st_ctime of the file behind /proc/PID/fd/FD (gunicorn's heartbeat moves it)."""
+    try:
+        return os.stat(f'{root}/{pid}/fd/{fd}').st_ctime
+    except (FileNotFoundError, ProcessLookupError):
+        raise psutil.NoSuchProcess(pid) from None
+    except PermissionError:
+        raise psutil.AccessDenied(pid) from None

@@ -1,26 +1,80 @@
-"""Whether each worker is working or idle, from samples taken run after run."""
+"""Per-worker state from samples: busy or idle, heartbeat, churn, memory and CPU.
 
+A worker is `working` while it holds a client connection accepted from one of the app's
+listeners, whatever its CPU does: a worker waiting on a database is busy. Telling that
+needs the worker's fds (root or gunicorn's user); where they cannot be read the worker
+is `working` when its CPU time advanced since the previous run, which misses workers
+waiting on I/O. Nothing sleeps: the previous sample is the previous run.
+"""
+
+from typing import NamedTuple
+
+import psutil
+
+from . import procfs
 from .metrics import IDLE, WORKING
 
+HEARTBEAT_FILE = 'wgunicorn-'  # gunicorn's workertmp.py names each worker's unlinked temp file so
 
-class CpuActivity:
-    """A worker is working when its CPU time (user + system, all threads) advanced since the
-    previous run's sample, idle otherwise. Nothing sleeps: the previous sample is the previous run.
 
-    A worker seen for the first time has no previous sample and counts as idle: the check has
-    no evidence yet that it works, and at an Agent restart this avoids reporting every worker
-    busy because of the CPU it spent booting.
-    """
+class WorkerFds(NamedTuple):
+    socket_inodes: set
+    heartbeat_fd: int  # -1 when the worker has none open (yet)
+
+
+class PoolChange(NamedTuple):
+    cpu_advanced: dict  # Proc.key -> bool, for workers seen at the previous run too
+    started: int  # workers not seen at the previous run; None at the first run
+    cpu_percent: float  # CPU of all workers over the elapsed time, % of one core; None at the first run
+
+
+def read_worker_fds(worker, root='/proc'):
+    """WorkerFds of one worker; psutil.AccessDenied where the Agent may not read its fds."""
+    links = procfs.read_fd_links(worker.pid, root)
+    heartbeat = next((fd for fd, target in links.items() if HEARTBEAT_FILE in target), -1)
+    return WorkerFds(procfs.socket_inodes(links), heartbeat)
+
+
+def heartbeat_age(worker, fds, wall_now, root='/proc'):
+    """Seconds since the worker last touched its heartbeat file (None without one).
+    gunicorn moves the file's ctime at every notify, whatever the version."""
+    if fds.heartbeat_fd < 0:
+        return None
+    try:
+        return max(0.0, wall_now - procfs.fd_change_time(worker.pid, fds.heartbeat_fd, root))
+    except psutil.Error:
+        return None
+
+
+def worker_states(workers, fds_by_key, served_inodes, cpu_advanced):
+    """Proc.key -> WORKING or IDLE. A worker whose fds are unknown is judged by its CPU; one seen
+    for the first time then counts as idle: there is no evidence yet that it works."""
+    states = {}
+    for worker in workers:
+        fds = fds_by_key.get(worker.key)
+        if fds is not None:
+            busy = not fds.socket_inodes.isdisjoint(served_inodes)
+        else:
+            busy = cpu_advanced.get(worker.key, False)
+        states[worker.key] = WORKING if busy else IDLE
+    return states
+
+
+class WorkerHistory:
+    """What the previous run saw of the workers, to compare each run against."""
 
     def __init__(self):
-        self.last_cpu_ticks = {}  # Proc.key -> utime + stime at the previous run
+        self.cpu_ticks = None  # Proc.key -> utime + stime at the previous run; None before the first run
+        self.sampled_at = None  # time.monotonic() of the previous run
 
-    def states(self, workers):
-        """Proc.key -> WORKING or IDLE for each worker, and remember this run's samples."""
-        states = {}
-        for worker in workers:
-            previous = self.last_cpu_ticks.get(worker.key)
-            advanced = previous is not None and worker.stat.cpu_ticks > previous
-            states[worker.key] = WORKING if advanced else IDLE
-        self.last_cpu_ticks = {worker.key: worker.stat.cpu_ticks for worker in workers}
-        return states
+    def compare(self, workers, now):
+        current = {worker.key: worker.stat.cpu_ticks for worker in workers}
+        previous, elapsed = self.cpu_ticks, now - self.sampled_at if self.sampled_at is not None else None
+        self.cpu_ticks, self.sampled_at = current, now
+        if previous is None:
+            return PoolChange({}, None, None)
+        advanced = {key: ticks > previous[key] for key, ticks in current.items() if key in previous}
+        started = sum(1 for key in current if key not in previous)
+        used = sum(ticks - previous[key] for key, ticks in current.items() if key in previous) / procfs.CLOCK_TICKS
+        percent = 100.0 * used / elapsed if elapsed and elapsed > 0 else None
+        return PoolChange(advanced, started, percent)

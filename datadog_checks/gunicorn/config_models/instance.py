@@ -15,7 +15,7 @@ from datadog_checks.base.utils.models import validation
 from . import defaults, validators
 
 
-SECURE_FIELD_NAMES = frozenset(['gunicorn'])
+SECURE_FIELD_NAMES = frozenset(['control_socket', 'gunicorn'])
 
 
 class MetricPatterns(BaseModel):
@@ -33,10 +33,12 @@ class InstanceConfig(BaseModel):
         arbitrary_types_allowed=True,
         frozen=True,
     )
+    control_socket: Optional[str] = None
     disable_generic_tags: Optional[bool] = None
     empty_default_hostname: Optional[bool] = None
     enable_legacy_tags_normalization: Optional[bool] = None
     gunicorn: Optional[str] = None
+    listeners: Optional[tuple[str, ...]] = None
     metric_patterns: Optional[MetricPatterns] = None
     min_collection_interval: Optional[float] = None
     proc_name: str = Field(..., min_length=1)
