@@ -55,6 +55,7 @@ class GunicornServer:
         app='sample:application',
         setproctitle=True,
         bind=None,
+        control_socket=None,
     ):
         self.name = name
         self.workers_expected = workers
@@ -78,7 +79,7 @@ class GunicornServer:
             '--error-logfile',
             str(self.error_log),
             # Every gunicorn >= 25.1 would otherwise share ~/.gunicorn/gunicorn.ctl.
-            '--no-control-socket',
+            *(['--control-socket', str(control_socket)] if control_socket else ['--no-control-socket']),
             *args,
             app,
         ]
@@ -106,12 +107,13 @@ class GunicornServer:
         )
 
     def stop(self):
-        """SIGTERM, then SIGKILL, to every process this server ever had, by pid."""
+        """SIGQUIT (gunicorn's quick shutdown: requests in flight are cut), then SIGKILL, to
+        every process this server ever had, by pid."""
         self.track()
         procs = [p for p in self.started.values() if p.is_running()]
         for proc in procs:
             try:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGQUIT)
             except psutil.Error:
                 pass
         _, alive = psutil.wait_procs(procs, timeout=10)
@@ -152,10 +154,23 @@ class GunicornServer:
             self.started.setdefault(worker.pid, worker)
         return workers
 
-    def accepts(self):
+    def connect(self, timeout=30):
+        """A client socket connected to the bind address, TCP or `unix:PATH`."""
+        if self.bind.startswith('unix:'):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(self.bind[5:])
+            except OSError:
+                sock.close()
+                raise
+            return sock
         host, port = self.bind.rsplit(':', 1)
+        return socket.create_connection((host, int(port)), timeout=timeout)
+
+    def accepts(self):
         try:
-            with socket.create_connection((host, int(port)), timeout=0.5):
+            with self.connect(timeout=0.5):
                 return True
         except OSError:
             return False
@@ -172,8 +187,8 @@ class GunicornServer:
         os.kill(pid or self.master_pid, sig)
 
     def get(self, path, timeout=30):
-        host, port = self.bind.rsplit(':', 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        conn = http.client.HTTPConnection('localhost', timeout=timeout)
+        conn.sock = self.connect(timeout)
         try:
             conn.request('GET', path)
             response = conn.getresponse()

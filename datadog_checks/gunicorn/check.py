@@ -65,7 +65,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.submit_sockets(sockets)
         heartbeat_ages = self.heartbeat_ages(snapshot.workers, fds_by_key)
         if self.config.control_socket:
-            heartbeat_ages = heartbeat_ages or self.submit_control()
+            master_seen_ages = self.submit_control()
+            heartbeat_ages = heartbeat_ages or master_seen_ages
         if heartbeat_ages:
             self.gauge(metrics.WORKER_HEARTBEAT_AGE_MAX, max(heartbeat_ages), tags=self.app_tags)
 

@@ -1,0 +1,334 @@
+"""Busy workers, request backlog and worker health, against real gunicorn."""
+
+import json
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+
+import psutil
+import pytest
+
+from datadog_checks.base import AgentCheck
+from datadog_checks.dev.utils import get_metadata_metrics
+from datadog_checks.gunicorn import workers as workers_module
+
+from .server import wait_until
+from .test_check import run, worker_counts
+from .unprivileged import run_as_nobody
+
+
+def gauge(aggregator, name, *tags):
+    values = [m.value for m in aggregator.metrics(name) if set(tags) <= set(m.tags)]
+    assert values, f'no {name} with tags {tags}; got {aggregator.metrics(name)}'
+    return values[-1]
+
+
+def hold_requests(server, path, count):
+    """Send `count` requests on raw connections and keep them open: each one occupies a
+    sync worker while it is served, or waits in the accept queue while all workers are busy."""
+    connections = []
+    for _ in range(count):
+        sock = server.connect()
+        sock.sendall(f'GET {path} HTTP/1.1\r\nHost: test\r\n\r\n'.encode())
+        connections.append(sock)
+    return connections
+
+
+def close_all(connections):
+    for sock in connections:
+        sock.close()
+
+
+@pytest.mark.parametrize('worker_class', ['sync', 'gthread'])
+def test_io_bound_cpu_bound_and_idle_counted_after_one_run(
+    gunicorn_server, make_check, dd_run_check, aggregator, worker_class
+):
+    server = gunicorn_server(name=f'busy-{worker_class}', workers=4, worker_class=worker_class)
+    held = hold_requests(server, '/sleep?s=5', 2) + hold_requests(server, '/spin?s=5', 1)
+    try:
+        wait_until(lambda: gauge_now(make_check, server) == 3, what='3 connections accepted by workers')
+        check = make_check(server.name)
+
+        dd_run_check(check)  # one run: no previous CPU sample is needed
+
+        # psutil's independent view: which workers hold a client connection on the port.
+        holding = sum(1 for w in server.workers() if any(serving(c, server.port) for c in w.net_connections()))
+        assert worker_counts(aggregator, server.name) == {'working': holding, 'idle': 4 - holding}
+        if worker_class == 'sync':
+            # One request per sync worker. A CPU sample would say 1 working: the sleeping ones burn no CPU.
+            assert holding == 3
+        assert gauge(aggregator, 'gunicorn.connections.active', f'app:{server.name}') == 3
+        aggregator.assert_metrics_using_metadata(get_metadata_metrics())
+    finally:
+        close_all(held)
+
+
+def serving(connection, port):
+    return connection.laddr.port == port and connection.status == psutil.CONN_ESTABLISHED
+
+
+def gauge_now(make_check, server):
+    """connections.active as a fresh check instance sees it right now."""
+    from datadog_checks.base.stubs import aggregator as stub
+
+    stub.reset()
+    check = make_check(server.name)
+    check.run()
+    values = [m.value for m in stub.metrics('gunicorn.connections.active')]
+    stub.reset()
+    return values[-1] if values else None
+
+
+@pytest.mark.parametrize('bind', ['tcp', 'unix'])
+def test_requests_queued_behind_busy_sync_workers(
+    gunicorn_server, make_check, dd_run_check, aggregator, bind, tmp_path
+):
+    address = f'unix:{tmp_path}/gunicorn.sock' if bind == 'unix' else None
+    server = gunicorn_server(name=f'queue-{bind}', workers=2, bind=address)
+    busy = hold_requests(server, '/sleep?s=8', 2)
+    try:
+        wait_until(lambda: gauge_now(make_check, server) == 2, what='both workers busy')
+        queued = hold_requests(server, '/', 3)
+        try:
+            check = make_check(server.name)
+            dd_run_check(check)
+        finally:
+            close_all(queued)
+    finally:
+        close_all(busy)
+
+    tag = f'listener:{address}' if address else f'listener:127.0.0.1:{server.port}'
+    assert gauge(aggregator, 'gunicorn.listener.queued', tag, f'app:{server.name}') == 3
+    assert gauge(aggregator, 'gunicorn.listener.active', tag) == 2
+    assert worker_counts(aggregator, server.name) == {'working': 2, 'idle': 0}
+
+
+def test_killed_and_recycled_workers_show_as_started(gunicorn_server, make_check, dd_run_check, aggregator):
+    server = gunicorn_server(name='churn', workers=2, args=['--max-requests', '3'])
+    check = make_check('churn')
+    dd_run_check(check)
+    aggregator.assert_metric('gunicorn.worker.started', count=0)  # nothing to compare with yet
+
+    run(check, aggregator, dd_run_check)
+    aggregator.assert_metric('gunicorn.worker.started', value=0, tags=['app:churn'], count=1)
+
+    victim = server.workers()[0]
+    victim.kill()
+    wait_until(lambda: victim.pid not in {w.pid for w in server.workers()} and len(server.workers()) == 2)
+    run(check, aggregator, dd_run_check)
+    aggregator.assert_metric('gunicorn.worker.started', value=1, tags=['app:churn'], count=1)
+
+    before = {w.pid for w in server.workers()}
+    for _ in range(8):  # 2 workers with --max-requests 3 must recycle at least one
+        server.get('/')
+    wait_until(lambda: len(server.workers()) == 2 and {w.pid for w in server.workers()} != before)
+    server.wait_ready()
+    run(check, aggregator, dd_run_check)
+    assert gauge(aggregator, 'gunicorn.worker.started', 'app:churn') >= 1
+
+
+def test_heartbeat_age_grows_during_a_long_request(gunicorn_server, make_check, dd_run_check, aggregator):
+    server = gunicorn_server(name='heartbeat', workers=1, args=['--timeout', '30'])
+    check = make_check('heartbeat')
+    dd_run_check(check)
+    idle_age = gauge(aggregator, 'gunicorn.worker.heartbeat.age.max', 'app:heartbeat')
+
+    held = hold_requests(server, '/sleep?s=6', 1)  # a sync worker does not notify while it serves
+    try:
+        wait_until(lambda: gauge_now(make_check, server) == 1, what='the request accepted')
+        run(check, aggregator, dd_run_check)
+        first = gauge(aggregator, 'gunicorn.worker.heartbeat.age.max', 'app:heartbeat')
+        time.sleep(2)
+        run(check, aggregator, dd_run_check)
+        second = gauge(aggregator, 'gunicorn.worker.heartbeat.age.max', 'app:heartbeat')
+    finally:
+        close_all(held)
+
+    assert idle_age < 16  # an idle sync worker notifies at least every timeout / 2
+    assert second - first >= 1.5
+
+
+def test_pool_memory_cpu_and_uptime(gunicorn_server, make_check, dd_run_check, aggregator):
+    server = gunicorn_server(name='pool', workers=2)
+    check = make_check('pool')
+    dd_run_check(check)
+    request = server.get_in_background('/spin?s=1.5')
+    time.sleep(1)
+    run(check, aggregator, dd_run_check)
+    request.join()
+
+    rss = [psutil.Process(w.pid).memory_info().rss for w in server.workers()]
+    assert gauge(aggregator, 'gunicorn.worker.memory.rss.max', 'app:pool') == pytest.approx(max(rss), rel=0.2)
+    assert gauge(aggregator, 'gunicorn.worker.memory.rss.sum', 'app:pool') == pytest.approx(sum(rss), rel=0.2)
+    assert 50 <= gauge(aggregator, 'gunicorn.worker.cpu.utilization', 'app:pool') <= 130
+    uptime = time.time() - psutil.Process(server.master_pid).create_time()
+    assert gauge(aggregator, 'gunicorn.master.uptime', 'app:pool') == pytest.approx(uptime, abs=1.5)
+
+
+def test_control_socket_of_a_real_gunicorn(gunicorn_server, make_check, dd_run_check, aggregator, tmp_path):
+    path = tmp_path / 'gunicorn.ctl'
+    server = gunicorn_server(name='ctl', workers=2, control_socket=path)
+    wait_until(path.exists, what='the control socket')
+    check = make_check('ctl', control_socket=str(path))
+    dd_run_check(check)
+
+    aggregator.assert_metric('gunicorn.master.workers.target', value=2, tags=['app:ctl'], count=1)
+    for name in ('gunicorn.master.workers.spawned', 'gunicorn.master.workers.killed', 'gunicorn.master.reloads'):
+        aggregator.assert_metric(name, tags=['app:ctl'], count=1)
+    assert gauge(aggregator, 'gunicorn.master.workers.spawned', 'app:ctl') >= 2
+    assert not check.warnings
+
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: gauge_after_run(check, aggregator, dd_run_check, 'gunicorn.master.reloads') == 1, what='reload')
+    aggregator.assert_metrics_using_metadata(get_metadata_metrics())
+
+
+def gauge_after_run(check, aggregator, dd_run_check, name):
+    # gunicorn rebinds its control socket on HUP: a run in between warns and sends nothing.
+    run(check, aggregator, dd_run_check)
+    values = [m.value for m in aggregator.metrics(name)]
+    return values[-1] if values else None
+
+
+def test_control_socket_heartbeats_stand_in_for_unreadable_fds(
+    gunicorn_server, make_check, dd_run_check, aggregator, tmp_path, monkeypatch
+):
+    path = tmp_path / 'gunicorn.ctl'
+    gunicorn_server(name='ctl-hb', workers=2, control_socket=path)
+    wait_until(path.exists, what='the control socket')
+
+    def denied(worker, root='/proc'):
+        raise psutil.AccessDenied(worker.pid)
+
+    monkeypatch.setattr(workers_module, 'read_worker_fds', denied)
+    monkeypatch.setattr('datadog_checks.gunicorn.check.read_worker_fds', denied)
+    check = make_check('ctl-hb', control_socket=str(path))
+    dd_run_check(check)
+
+    assert 0 <= gauge(aggregator, 'gunicorn.worker.heartbeat.age.max', 'app:ctl-hb') < 16
+    assert any('Cannot read /proc/<PID>/fd of the gunicorn workers' in w for w in check.warnings)
+
+
+class FakeControlSocket:
+    """A Unix socket that answers each request with `reply(request_bytes) -> bytes`."""
+
+    def __init__(self, path, reply):
+        self.path = str(path)
+        self.reply = reply
+        self.requests = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(8)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                length = struct.unpack('>I', conn.recv(4))[0]
+                request = conn.recv(length)
+                self.requests.append(json.loads(request))
+                try:
+                    conn.sendall(self.reply(request))
+                except OSError:
+                    pass
+
+    def close(self):
+        self.server.close()
+
+
+def frame(obj):
+    payload = json.dumps(obj).encode() if not isinstance(obj, bytes) else obj
+    return struct.pack('>I', len(payload)) + payload
+
+
+@pytest.mark.parametrize(
+    'reply, problem',
+    [
+        (lambda request: frame(b'{not json'), 'the answer is not JSON'),
+        (lambda request: frame([1, 2]), 'not a JSON object'),
+        (lambda request: struct.pack('>I', 1 << 30), 'more than gunicorn ever sends'),
+        (lambda request: struct.pack('>I', 100) + b'{"id": 1', 'connection closed after 8 of 100 bytes'),
+        (lambda request: frame({'id': 1, 'status': 'error', 'error': 'Unknown command'}), 'Unknown command'),
+        (lambda request: frame({'id': 1, 'status': 'ok', 'data': {'workers_target': 'x'}}), 'unexpected'),
+        (lambda request: time.sleep(1.5) or b'', 'no answer within 1.0s'),
+    ],
+    ids=['garbage', 'not-object', 'huge-length', 'truncated', 'error-status', 'wrong-fields', 'silent'],
+)
+def test_control_socket_answering_garbage_is_a_warning(
+    gunicorn_server, make_check, dd_run_check, aggregator, tmp_path, reply, problem
+):
+    gunicorn_server(name='ctl-bad', workers=1)
+    fake = FakeControlSocket(tmp_path / 'fake.ctl', reply)
+    try:
+        check = make_check('ctl-bad', control_socket=fake.path)
+        dd_run_check(check)
+    finally:
+        fake.close()
+
+    (warning,) = [w for w in check.warnings if 'control socket' in w]
+    assert problem in warning
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK)
+    assert worker_counts(aggregator, 'ctl-bad') == {'working': 0, 'idle': 1}
+    assert all(r['command'] == 'show' and r['args'] in (['stats'], ['workers']) for r in fake.requests)
+
+
+def test_missing_control_socket_is_a_warning(gunicorn_server, make_check, dd_run_check, aggregator, tmp_path):
+    gunicorn_server(name='ctl-missing', workers=1)
+    check = make_check('ctl-missing', control_socket=str(tmp_path / 'absent.ctl'))
+
+    dd_run_check(check)
+
+    (warning,) = check.warnings
+    assert 'absent.ctl' in warning and 'No such file' in warning
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK)
+
+
+def test_unprivileged_agent_falls_back_and_keeps_listener_metrics(gunicorn_server, make_check, tmp_path):
+    server = gunicorn_server(name='priv', workers=2)
+    held = hold_requests(server, '/sleep?s=6', 1)
+    wait_until(lambda: gauge_now(make_check, server) == 1, what='a request being served')
+    make_check('warm-up').run()  # import everything the child needs while the interpreter is readable
+
+    def as_agent_user():
+        from datadog_checks.base.stubs import aggregator
+
+        aggregator.reset()
+        check = make_check('priv', listeners=[f'127.0.0.1:{server.port}'])
+        errors, warnings = [], []
+        for _ in range(2):
+            errors.append(check.run())
+            warnings.append(check.get_warnings())
+        return {
+            'errors': errors,
+            'warnings': warnings,
+            'metrics': {
+                (m.name, tuple(sorted(m.tags))): m.value for n in aggregator.metric_names for m in aggregator.metrics(n)
+            },
+            'euid': os.geteuid(),
+        }
+
+    try:
+        seen = run_as_nobody(as_agent_user)
+    finally:
+        close_all(held)
+
+    assert seen['euid'] != 0
+    assert seen['errors'] == ['', '']
+    first, second = seen['warnings']
+    assert any(w.startswith('Cannot read /proc/<PID>/fd of the gunicorn workers') for w in first)
+    assert second == [], 'the fallback is said once, at the first run'
+    listener = ('app:priv', f'listener:127.0.0.1:{server.port}')
+    assert seen['metrics'][('gunicorn.listener.active', listener)] == 1
+    assert seen['metrics'][('gunicorn.listener.queued', listener)] == 0
+    assert seen['metrics'][('gunicorn.connections.active', ('app:priv',))] == 1
+    states = {tags: value for (name, tags), value in seen['metrics'].items() if name == 'gunicorn.workers'}
+    assert sum(states.values()) == 2  # counted by CPU: the sleeping worker is not seen busy
+    assert not any(name == 'gunicorn.worker.heartbeat.age.max' for name, _ in seen['metrics'])
