@@ -7,8 +7,9 @@ Starts a real gunicorn (4 sync workers), then times, in this one process:
 - the reference: what the Agent's bundled check does every run — read the command
   line of every process to find the master, sample its workers' CPU times, sleep
   0.1 s, sample again;
-then starts 2,000 idle processes and times ours again. Prints medians and whether
-each target holds; exits 1 when one does not.
+then starts 2,000 idle processes and times ours again; last, with 8 workers and
+1,000 unrelated sockets in /proc/net/tcp. Prints medians and whether each target
+holds; exits 1 when one does not.
 """
 
 import argparse
@@ -65,6 +66,20 @@ def median_ms(check, runs):
     return 1000 * statistics.median(samples)
 
 
+def unrelated_sockets(count):
+    """`count` ESTABLISHED TCP sockets (both ends of count/2 loopback connections) that
+    have nothing to do with gunicorn, for the check to wade through in /proc/net/tcp."""
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(count)
+    sockets = [listener]
+    for _ in range(count // 2):
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        sockets += [client, server]
+    return sockets
+
+
 def start_gunicorn(workers):
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -98,6 +113,7 @@ def main():
     parser.add_argument('--runs', type=int, default=500, help='timed runs of our check per scenario')
     parser.add_argument('--reference-runs', type=int, default=15, help='timed runs of the reference')
     parser.add_argument('--idle-processes', type=int, default=2000)
+    parser.add_argument('--unrelated-sockets', type=int, default=1000)
     args = parser.parse_args()
 
     instance = {'proc_name': NAME}
@@ -113,6 +129,15 @@ def main():
     finally:
         stop(idle + [server])
 
+    server = start_gunicorn(workers=8)
+    sockets = unrelated_sockets(args.unrelated_sockets)
+    try:
+        ours_sockets = median_ms(GunicornCheck('gunicorn', {}, [instance]), args.runs)
+    finally:
+        for sock in sockets:
+            sock.close()
+        stop([server])
+
     results = [
         ('median run, 4 workers', ours, 2.0, 'ms', ours <= 2.0),
         ('speed-up over the reference', reference / ours, 50, 'x', reference / ours >= 50),
@@ -123,11 +148,19 @@ def main():
             'x',
             ours_crowded / ours <= 1.5,
         ),
+        (
+            f'median run, 8 workers, {args.unrelated_sockets} unrelated sockets',
+            ours_sockets,
+            3.0,
+            'ms',
+            ours_sockets <= 3.0,
+        ),
     ]
     print(f'ours:      {ours:8.3f} ms median of {args.runs} runs')
     print(f'reference: {reference:8.3f} ms median of {args.reference_runs} runs')
     print(f'with {args.idle_processes} idle processes: ours {ours_crowded:.3f} ms, ', end='')
     print(f'reference {reference_crowded:.3f} ms')
+    print(f'8 workers and {args.unrelated_sockets} unrelated sockets: ours {ours_sockets:.3f} ms')
     print()
     for label, value, target, unit, ok in results:
         bound = '<=' if unit == 'ms' or 'vs without' in label else '>='

@@ -50,11 +50,12 @@ class GunicornCheck(AgentCheck, ConfigMixin):
     def check(self, _):
         now = time.monotonic()
         snapshot = self.discovery.run(now)
-        sockets = self.sockets.sample(snapshot.masters)
+        fds_by_key = self.read_fds(snapshot.workers)
+        held = set().union(*(fds.socket_inodes for fds in fds_by_key.values()))
+        sockets = self.sockets.sample(snapshot.masters, held, len(fds_by_key) == len(snapshot.workers))
         for problem in snapshot.problems + sockets.problems:
             self.warning(problem)
 
-        fds_by_key = self.read_fds(snapshot.workers)
         change = self.history.compare(snapshot.workers, now)
         states = worker_states(snapshot.workers, fds_by_key, sockets.served_inodes, change.cpu_advanced)
         working = sum(1 for state in states.values() if state == metrics.WORKING)

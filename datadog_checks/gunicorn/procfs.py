@@ -151,19 +151,15 @@ def _hex_ip(text):
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words)
 
 
-def read_net_tcp(pid, name='tcp', root='/proc', ports=None):
-    """Sockets of /proc/PID/net/tcp or tcp6 (PID's network namespace). With `ports`, only
-    lines mentioning one of those ports are parsed: the table can hold thousands of sockets."""
+def read_net_tcp(pid, name='tcp', root='/proc'):
+    """Sockets of /proc/PID/net/tcp or tcp6, in PID's network namespace."""
     path = f'{root}/{pid}/net/{name}'
-    needles = [f':{port:04X} ' for port in ports] if ports is not None else None
     sockets = []
     for line in _read_text(root, pid, f'net/{name}').splitlines()[1:]:
-        if needles is not None and not any(needle in line for needle in needles):
-            continue
         fields = line.split()
         try:
             local_ip, local_port = fields[1].split(':')
-            tx_queue, rx_queue = fields[4].split(':')
+            rx_queue = fields[4].split(':')[1]
             sockets.append(
                 TcpSocket(_hex_ip(local_ip), int(local_port, 16), int(fields[3], 16), int(rx_queue, 16), int(fields[9]))
             )

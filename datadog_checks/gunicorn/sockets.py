@@ -10,11 +10,13 @@ gunicorn's listeners needs the master's fds (root or gunicorn's user); without t
 """
 
 import ipaddress
+import os
+import socket
 from typing import NamedTuple
 
 import psutil
 
-from . import procfs
+from . import procfs, sockdiag
 
 ANY_ADDRESSES = frozenset({'0.0.0.0', '::'})
 SERVED_TCP_STATES = frozenset({procfs.TCP_ESTABLISHED, procfs.TCP_CLOSE_WAIT})
@@ -82,34 +84,60 @@ class Sockets:
         self.root = root
 
         # State kept between runs.
-        self.by_master = {}  # Proc.key -> {Listener: listen socket inode}, from the master's fds
+        self.by_master = {}  # Proc.key -> {Listener: listen socket inode, None for a configured address}
         self.fds_denied = False  # the master's fds were unreadable: configured addresses stand in
+        self.client_of = {}  # inode of a socket a worker holds -> Listener it was accepted from, or None
+        self.netlink = True  # False once sock_diag was refused: /proc/PID/net/tcp* stands in
+        self.own_namespace = None  # st_ino of /proc/self/net/tcp, which names the Agent's network namespace
 
-    def sample(self, masters):
+    def sample(self, masters, held_inodes, held_complete):
+        """Counts per listener. `held_inodes`: socket inodes the workers hold, from their fds;
+        `held_complete`: whether every worker's fds could be read. When they could, a
+        connection is active because a worker holds it, and the TCP table is walked only
+        for sockets not seen before; otherwise the table is walked every run."""
         problems = []
-        stats = {}
-        served = set()
+        namespaces = {}  # network namespace -> (pid of a master in it, {Listener: listen inode})
         for master in masters:
             try:
                 listeners = self._listeners(master)
-                tcp, unix = self._tables(master.pid, listeners)
+                namespace = os.stat(f'{self.root}/{master.pid}/net/tcp').st_ino
+            except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                continue
+            except (psutil.AccessDenied, procfs.ProcfsError, OSError) as e:
+                problems.append(f'Cannot read the sockets of gunicorn master {master.pid}: {e}')
+                continue
+            namespaces.setdefault(namespace, (master.pid, {}))[1].update(listeners)
+        self.by_master = {key: value for key, value in self.by_master.items() if key in {m.key for m in masters}}
+
+        backlog = {}  # (Listener, listen socket inode) -> accept queue: a socket shared by masters counts once
+        kernel_active = set()  # (Listener, inode of a connection a process holds), the kernel's view
+        unknown = {inode for inode in held_inodes if inode not in self.client_of}
+        for namespace, (pid, listeners) in namespaces.items():
+            try:
+                self._read_tables(pid, namespace, listeners, unknown, held_complete, backlog, kernel_active)
             except psutil.NoSuchProcess:
                 continue
             except (psutil.AccessDenied, procfs.ProcfsError) as e:
-                problems.append(f'Cannot read the sockets of gunicorn master {master.pid}: {e}')
-                continue
+                problems.append(f'Cannot read the sockets of gunicorn master {pid}: {e}')
+        for inode in unknown:
+            self.client_of.setdefault(inode, None)
+        self.client_of = {inode: self.client_of[inode] for inode in held_inodes}
+
+        served = {inode for inode, listener in self.client_of.items() if listener is not None}
+        if held_complete:
+            active = [self.client_of[inode] for inode in served]
+        else:
+            active = [listener for listener, _ in kernel_active]
+        found = {listener for listener, _ in backlog}
+        for _, listeners in namespaces.values():
             for listener in listeners:
-                queued, active, inodes = count(listener, tcp, unix)
-                served |= inodes
-                before = stats.get(listener)
-                # Masters sharing one listen socket (USR2) report it once; replicas in other
-                # network namespaces each have their own, and add up.
-                if before is None or before[2] != listeners[listener]:
-                    queued += before[0] if before else 0
-                    active += before[1] if before else 0
-                    stats[listener] = (queued, active, listeners[listener])
-        self.by_master = {key: value for key, value in self.by_master.items() if key in {m.key for m in masters}}
-        return SocketSample([ListenerStats(lst, q, a) for lst, (q, a, _) in stats.items()], served, problems)
+                if listener not in found:
+                    problems.append(f'No socket listens on {listener.address} in the network namespace of the master')
+        queued = dict.fromkeys(found, 0)
+        for (listener, _), queue in backlog.items():
+            queued[listener] += queue
+        stats = [ListenerStats(listener, queued[listener], active.count(listener)) for listener in sorted(found)]
+        return SocketSample(stats, served, problems)
 
     def _listeners(self, master):
         known = self.by_master.get(master.key)
@@ -119,7 +147,8 @@ class Sockets:
             inodes = procfs.socket_inodes(procfs.read_fd_links(master.pid, self.root))
         except psutil.AccessDenied:
             self.fds_denied = True
-            return dict.fromkeys(self.configured)
+            self.by_master[master.key] = dict.fromkeys(self.configured)
+            return self.by_master[master.key]
         listeners = {}
         for name in ('tcp', 'tcp6'):
             for sock in procfs.read_net_tcp(master.pid, name, self.root):
@@ -131,37 +160,46 @@ class Sockets:
         self.by_master[master.key] = listeners
         return listeners
 
-    def _tables(self, pid, listeners):
-        ports = {listener.port for listener in listeners if listener.port}
-        paths = {listener.path for listener in listeners if listener.path}
-        tcp = []
-        if ports:
-            for name in ('tcp', 'tcp6'):
-                tcp.extend(procfs.read_net_tcp(pid, name, self.root, ports=ports))
-        unix = procfs.read_net_unix(pid, self.root, paths=paths) if paths else []
-        return tcp, unix
+    def _read_tables(self, pid, namespace, listeners, unknown, held_complete, backlog, kernel_active):
+        tcp_listeners = [listener for listener in listeners if not listener.path]
+        paths = {listener.path: listener for listener in listeners if listener.path}
+        if paths:
+            for sock in procfs.read_net_unix(pid, self.root, paths=paths):
+                listener = paths[sock.path]
+                if sock.flags & procfs.UNIX_ACCEPTING:
+                    backlog.setdefault((listener, sock.inode), 0)
+                elif sock.inode == 0:
+                    backlog[(listener, -1)] = backlog.get((listener, -1), 0) + 1  # queued, not yet accepted
+                elif sock.state == procfs.UNIX_CONNECTED:
+                    kernel_active.add((listener, sock.inode))
+                    if sock.inode in unknown:
+                        self.client_of[sock.inode] = listener
+        if not tcp_listeners:
+            return
+        families = {socket.AF_INET6 if ':' in listener.host else socket.AF_INET for listener in tcp_listeners}
+        walk = not held_complete or any(inode not in self.client_of for inode in unknown)
+        for family in families:
+            for sock in self._tcp(pid, namespace, family, walk):
+                listener = next((lst for lst in tcp_listeners if lst.serves(sock)), None)
+                if listener is None:
+                    continue
+                if sock.state == procfs.TCP_LISTEN:
+                    backlog[(listener, sock.inode)] = sock.rx_queue
+                elif sock.inode:
+                    kernel_active.add((listener, sock.inode))
+                    if sock.inode in unknown:
+                        self.client_of[sock.inode] = listener
 
-
-def count(listener, tcp, unix):
-    """(queued, active, inodes of the active connections) of one listener."""
-    queued = active = 0
-    inodes = set()
-    if listener.path:
-        for sock in unix:
-            if sock.path != listener.path or sock.flags & procfs.UNIX_ACCEPTING:
-                continue
-            if sock.inode == 0:
-                queued += 1
-            elif sock.state == procfs.UNIX_CONNECTED:
-                active += 1
-                inodes.add(sock.inode)
-        return queued, active, inodes
-    for sock in tcp:
-        if not listener.serves(sock):
-            continue
-        if sock.state == procfs.TCP_LISTEN:
-            queued += sock.rx_queue
-        elif sock.state in SERVED_TCP_STATES and sock.inode:
-            active += 1
-            inodes.add(sock.inode)
-    return queued, active, inodes
+    def _tcp(self, pid, namespace, family, connected):
+        """LISTEN sockets of PID's network namespace, plus the served ones when `connected`."""
+        states = SERVED_TCP_STATES | {procfs.TCP_LISTEN} if connected else {procfs.TCP_LISTEN}
+        if self.own_namespace is None:
+            # Every process of one network namespace shows the same /proc/PID/net/tcp entry.
+            self.own_namespace = os.stat('/proc/self/net/tcp').st_ino
+        if self.netlink and namespace == self.own_namespace:
+            try:
+                return sockdiag.dump_tcp(family, states)
+            except sockdiag.SockDiagUnavailable:
+                self.netlink = False
+        name = 'tcp6' if family == socket.AF_INET6 else 'tcp'
+        return [sock for sock in procfs.read_net_tcp(pid, name, self.root) if sock.state in states]
