@@ -1,9 +1,12 @@
 """The /proc readers on captured text, malformed input included."""
 
+import os
+import socket
+
 import psutil
 import pytest
 
-from datadog_checks.gunicorn import procfs
+from datadog_checks.gunicorn import procfs, sockdiag
 
 from .unprivileged import run_as_nobody
 
@@ -126,3 +129,115 @@ def test_read_mapped_paths_keeps_file_paths_only(tmp_path):
         '/venv/lib/python3.11/site-packages/setproctitle/_setproctitle.cpython-311-x86_64-linux-gnu.so',
         '/tmp/with space.so (deleted)',
     }
+
+
+# Lines are cut after the inode column, the last one the parser reads.
+# /proc/net/tcp with a listener on 127.0.0.1:59357 (0xE7DD) holding 2 connections in its
+# accept queue (inode 0) and one accepted (inode 25684), captured here.
+NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   1: 0100007F:E7DD 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 25680 3 0 100 0 0 10 0
+   9: 0100007F:E7DD 0100007F:D29C 01 00000000:00000000 00:00000000 00000000     0        0 0 1 0 20 0 0 10 -1
+  11: 0100007F:E7DD 0100007F:D28A 01 00000000:00000000 00:00000000 00000000     0        0 25684 1 0 20 0 0 10 -1
+"""
+NET_TCP6 = """\
+  sl  local_address                         remote_address                        st tx_queue rx_queue
+   0: 00000000000000000000000000000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31000
+   1: 0000000000000000FFFF00000100007F:1F40 0000000000000000FFFF00000100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 31001
+   2: 00000000000000000000000001000000:1F40 00000000000000000000000001000000:C351 01 00000000:00000000 00:00000000 00000000     0        0 31002
+"""
+NET_UNIX = """\
+Num       RefCount Protocol Flags    Type St Inode Path
+00000000c703a941: 00000003 00000000 00000000 0001 03 25678 /tmp/exp.sock
+00000000ad09b94e: 00000003 00000000 00000000 0001 02     0 /tmp/exp.sock
+0000000039356271: 00000002 00000000 00010000 0001 01 25674 /tmp/exp.sock
+00000000bdb5431e: 00000003 00000000 00000000 0001 03 25690
+0000000012345678: 00000002 00000000 00010000 0001 01 25700 /run/with space.sock
+"""
+
+
+def test_read_net_tcp(tmp_path):
+    root = fake_proc(tmp_path, 8, {'net/tcp': NET_TCP, 'net/tcp6': NET_TCP6})
+
+    assert procfs.read_net_tcp(8, 'tcp', root) == [
+        procfs.TcpSocket('127.0.0.1', 59357, procfs.TCP_LISTEN, 2, 25680),
+        procfs.TcpSocket('127.0.0.1', 59357, procfs.TCP_ESTABLISHED, 0, 0),
+        procfs.TcpSocket('127.0.0.1', 59357, procfs.TCP_ESTABLISHED, 0, 25684),
+    ]
+    assert [(s.local_ip, s.local_port, s.inode) for s in procfs.read_net_tcp(8, 'tcp6', root)] == [
+        ('::', 8000, 31000),
+        ('::ffff:127.0.0.1', 8000, 31001),
+        ('::1', 8000, 31002),
+    ]
+
+
+@pytest.mark.parametrize(
+    'line',
+    [
+        '   1: 0100007F 00000000:0000 0A 00000000:00000002 00:00000000 00000000 0 0 25680',
+        '   1: 0100007F:E7DD 00000000:0000 0A 00000000:0000000Z 00:00000000 00000000 0 0 25680',
+        '   1: 0100007F:E7DD 00000000:0000 0A',
+        '   1: 01007F:E7DD 00000000:0000 0A 00000000:00000002 00:00000000 00000000 0 0 25680',
+    ],
+)
+def test_read_net_tcp_rejects_malformed_lines(tmp_path, line):
+    root = fake_proc(tmp_path, 8, {'net/tcp': 'header\n' + line + '\n'})
+
+    with pytest.raises(procfs.ProcfsError, match='unexpected line'):
+        procfs.read_net_tcp(8, 'tcp', root)
+
+
+def test_read_net_unix(tmp_path):
+    root = fake_proc(tmp_path, 8, {'net/unix': NET_UNIX})
+
+    assert procfs.read_net_unix(8, root) == [
+        procfs.UnixSocket(0, procfs.UNIX_CONNECTED, 25678, '/tmp/exp.sock'),
+        procfs.UnixSocket(0, procfs.UNIX_CONNECTING, 0, '/tmp/exp.sock'),
+        procfs.UnixSocket(procfs.UNIX_ACCEPTING, 1, 25674, '/tmp/exp.sock'),
+        procfs.UnixSocket(procfs.UNIX_ACCEPTING, 1, 25700, '/run/with space.sock'),
+    ]
+    assert [s.inode for s in procfs.read_net_unix(8, root, paths={'/run/with space.sock'})] == [25700]
+
+
+@pytest.mark.parametrize('line', ['0000: 00000003 00000000', '0000: 00000003 00000000 0000000G 0001 03 1 /x'])
+def test_read_net_unix_rejects_malformed_lines(tmp_path, line):
+    root = fake_proc(tmp_path, 8, {'net/unix': 'header\n' + line + '\n'})
+
+    with pytest.raises(procfs.ProcfsError, match='unexpected line'):
+        procfs.read_net_unix(8, root)
+
+
+def test_fd_links_of_a_real_process_name_its_sockets():
+    with socket.socket() as sock:
+        links = procfs.read_fd_links(os.getpid())
+
+        assert links[sock.fileno()] == f'socket:[{os.fstat(sock.fileno()).st_ino}]'
+        assert os.fstat(sock.fileno()).st_ino in procfs.socket_inodes(links)
+
+
+def test_sock_diag_and_proc_net_tcp_agree_on_a_real_accept_queue():
+    with socket.socket() as listener:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(('127.0.0.1', port)) for _ in range(3)]
+        try:
+            inode = os.fstat(listener.fileno()).st_ino
+            from_netlink = [s for s in sockdiag.dump_tcp(socket.AF_INET, {procfs.TCP_LISTEN}) if s.local_port == port]
+            from_proc = [s for s in procfs.read_net_tcp(os.getpid(), 'tcp') if s.local_port == port]
+        finally:
+            for client in clients:
+                client.close()
+
+    assert from_netlink == [procfs.TcpSocket('127.0.0.1', port, procfs.TCP_LISTEN, 3, inode)]
+    assert [s for s in from_proc if s.state == procfs.TCP_LISTEN] == from_netlink
+
+
+def test_sock_diag_refused_is_a_clear_error(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, 'Operation not permitted')
+
+    monkeypatch.setattr(sockdiag.socket, 'socket', refuse)
+
+    with pytest.raises(sockdiag.SockDiagUnavailable, match='sock_diag netlink: Operation not permitted'):
+        sockdiag.dump_tcp(socket.AF_INET, {procfs.TCP_LISTEN})
