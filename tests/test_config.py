@@ -5,6 +5,7 @@ import json
 import pytest
 
 from datadog_checks.gunicorn import GunicornCheck
+from datadog_checks.gunicorn.sockets import parse_listener
 from scripts.sync_config import drifted_files
 
 
@@ -24,6 +25,13 @@ from scripts.sync_config import drifted_files
         ({'proc_name': 'web', 'rescan_interval': 'soon'}, 'rescan_interval', 'valid number'),
         ({'proc_name': 'web', 'rescan_interval': 0}, 'rescan_interval', 'greater than 0'),
         ({'proc_name': 'web', 'min_collection_interval': 'often'}, 'min_collection_interval', 'valid number'),
+        ({'proc_name': 'web', 'listeners': 'localhost:8000'}, 'listeners', 'valid tuple'),
+        ({'proc_name': 'web', 'listeners': ['localhost:8000']}, 'listeners', 'must be an IP address'),
+        ({'proc_name': 'web', 'listeners': ['127.0.0.1']}, 'listeners', 'expected HOST:PORT'),
+        ({'proc_name': 'web', 'listeners': ['127.0.0.1:70000']}, 'listeners', 'expected HOST:PORT'),
+        ({'proc_name': 'web', 'listeners': ['unix:run/app.sock']}, 'listeners', 'absolute path'),
+        ({'proc_name': 'web', 'listeners': [8000]}, 'listeners', 'not an address'),
+        ({'proc_name': 'web', 'control_socket': ['/run/g.ctl']}, 'control_socket', 'valid string'),
     ],
     ids=lambda value: repr(value) if isinstance(value, dict) else None,
 )
@@ -39,6 +47,24 @@ def test_bad_instance_is_a_configuration_error_naming_the_option(aggregator, ins
     assert problem in lines[2]
     assert aggregator.metric_names == []
     assert aggregator.service_check_names == []
+
+
+@pytest.mark.parametrize(
+    'address, expected',
+    [
+        ('127.0.0.1:8000', ('127.0.0.1', 8000, '')),
+        ('0.0.0.0:80', ('0.0.0.0', 80, '')),
+        (':8000', ('0.0.0.0', 8000, '')),
+        ('[::1]:8000', ('::1', 8000, '')),
+        ('[::]:8000', ('::', 8000, '')),
+        ('unix:/run/gunicorn.sock', ('', 0, '/run/gunicorn.sock')),
+    ],
+)
+def test_listener_addresses_in_gunicorns_bind_syntax(address, expected):
+    listener = parse_listener(address)
+
+    assert tuple(listener) == expected
+    assert parse_listener(listener.address) == listener
 
 
 def test_the_error_is_reported_again_on_every_run(aggregator):

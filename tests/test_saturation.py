@@ -13,6 +13,7 @@ import pytest
 
 from datadog_checks.base import AgentCheck
 from datadog_checks.dev.utils import get_metadata_metrics
+from datadog_checks.gunicorn import procfs, sockdiag
 from datadog_checks.gunicorn import workers as workers_module
 
 from .server import wait_until
@@ -332,3 +333,66 @@ def test_unprivileged_agent_falls_back_and_keeps_listener_metrics(gunicorn_serve
     states = {tags: value for (name, tags), value in seen['metrics'].items() if name == 'gunicorn.workers'}
     assert sum(states.values()) == 2  # counted by CPU: the sleeping worker is not seen busy
     assert not any(name == 'gunicorn.worker.heartbeat.age.max' for name, _ in seen['metrics'])
+
+
+def listener_numbers(aggregator, app):
+    return {
+        (name, next(t for t in m.tags if t.startswith('listener:'))): m.value
+        for name in ('gunicorn.listener.queued', 'gunicorn.listener.active')
+        for m in aggregator.metrics(name)
+        if f'app:{app}' in m.tags
+    }
+
+
+@pytest.mark.parametrize('path', ['netlink refused', 'other network namespace'])
+def test_proc_net_tcp_stands_in_for_sock_diag(gunicorn_server, make_check, dd_run_check, aggregator, monkeypatch, path):
+    server = gunicorn_server(name='fallback', workers=1)
+    busy = hold_requests(server, '/sleep?s=8', 1)
+    try:
+        wait_until(lambda: gauge_now(make_check, server) == 1, what='the worker busy')
+        queued = hold_requests(server, '/', 2)
+        try:
+            check = make_check('fallback')
+            dd_run_check(check)
+            expected = listener_numbers(aggregator, 'fallback')
+            aggregator.reset()
+
+            fallback = make_check('fallback')
+            fallback.run_check_initializations()
+            proc_reads = []
+            real_read = procfs.read_net_tcp
+            monkeypatch.setattr(procfs, 'read_net_tcp', lambda *a, **k: proc_reads.append(a) or real_read(*a, **k))
+            if path == 'netlink refused':  # as under a seccomp profile that forbids netlink sockets
+
+                def refuse(*args, **kwargs):
+                    raise sockdiag.SockDiagUnavailable('sock_diag netlink: Operation not permitted')
+
+                monkeypatch.setattr(sockdiag, 'dump_tcp', refuse)
+            else:  # as if the master's /proc/PID/net/tcp named another namespace than the Agent's
+                fallback.sockets.own_namespace = -1
+            dd_run_check(fallback)
+        finally:
+            close_all(queued)
+    finally:
+        close_all(busy)
+
+    tag = f'listener:127.0.0.1:{server.port}'
+    assert expected == {('gunicorn.listener.queued', tag): 2, ('gunicorn.listener.active', tag): 1}
+    assert listener_numbers(aggregator, 'fallback') == expected
+    assert worker_counts(aggregator, 'fallback') == {'working': 1, 'idle': 0}
+    assert fallback.sockets.netlink is (path != 'netlink refused')
+    assert proc_reads, 'the numbers must have come from /proc/PID/net/tcp'
+
+
+def test_a_configured_address_nobody_listens_on_is_a_warning(gunicorn_server, make_check, monkeypatch):
+    server = gunicorn_server(name='misconfigured', workers=1)
+    make_check('warm-up').run()
+
+    def as_agent_user():
+        check = make_check('misconfigured', listeners=['127.0.0.1:1', f'127.0.0.1:{server.port}'])
+        return check.run(), check.get_warnings()
+
+    error, warnings = run_as_nobody(as_agent_user)
+
+    assert error == ''
+    assert 'No socket listens on 127.0.0.1:1 in the network namespace of the master' in warnings
