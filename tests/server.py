@@ -102,7 +102,7 @@ class GunicornServer:
     def wait_ready(self, workers=None, master=None):
         expected = self.workers_expected if workers is None else workers
         wait_until(
-            lambda: len(self.workers(master)) == expected and self.accepts(),
+            lambda: len(self.workers(master)) == expected and self.listening(),
             what=f'{expected} workers of {self.name} and a listening socket (log: {self.log_tail()})',
         )
 
@@ -149,7 +149,10 @@ class GunicornServer:
             children = psutil.Process(master or self.master_pid).children()
         except psutil.NoSuchProcess:
             return []
-        workers = [c for c in children if title(c).startswith('gunicorn: worker [')]
+        if self.env.get('PYTHONPATH', '').startswith(str(NO_SETPROCTITLE_DIR)):
+            workers = children  # untitled: every child is a worker, as no title says otherwise
+        else:
+            workers = [c for c in children if title(c).startswith('gunicorn: worker [')]
         for worker in workers:
             self.started.setdefault(worker.pid, worker)
         return workers
@@ -168,12 +171,17 @@ class GunicornServer:
         host, port = self.bind.rsplit(':', 1)
         return socket.create_connection((host, int(port)), timeout=timeout)
 
-    def accepts(self):
+    def listening(self):
+        """Whether the master listens yet. Asked without connecting: a probe connection would
+        keep a worker busy for a moment and the check would rightly count it as working."""
+        if self.bind.startswith('unix:'):
+            return Path(self.bind[5:]).is_socket()
+        port = int(self.bind.rsplit(':', 1)[1])
         try:
-            with self.connect(timeout=0.5):
-                return True
-        except OSError:
+            connections = psutil.Process(self.master_pid).net_connections()
+        except psutil.NoSuchProcess:
             return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
 
     def log_tail(self, lines=5):
         try:

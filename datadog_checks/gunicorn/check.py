@@ -7,6 +7,7 @@ from datadog_checks.base import AgentCheck
 from . import metrics, procfs
 from .config_models import ConfigMixin
 from .control import ControlError, read_stats
+from .diagnose import diagnose_master, diagnose_worker_fds
 from .discovery import MASTER_TITLE, Discovery
 from .sockets import Sockets, parse_listener
 from .version import Versions
@@ -36,6 +37,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.submitted_version = None
         self.warned_fds_denied = False
         self.check_initializations.append(self.build_state)
+        self.diagnosis.register(self.diagnose)
 
     def build_state(self):
         config = self.config
@@ -46,6 +48,18 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.sockets = Sockets([parse_listener(address) for address in config.listeners or ()], root)
         self.history = WorkerHistory()
         self.versions = Versions(config.gunicorn, self.log, root)
+
+    def diagnose(self):
+        """What `datadog-agent diagnose` shows; it may run before the first check run."""
+        try:
+            self.run_check_initializations()
+        except Exception as e:
+            self.diagnosis.fail(
+                'gunicorn configuration', str(e), remediation='Correct the option named above in gunicorn.d/conf.yaml.'
+            )
+            return
+        snapshot = diagnose_master(self)
+        diagnose_worker_fds(self, snapshot)
 
     def check(self, _):
         now = time.monotonic()
