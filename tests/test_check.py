@@ -12,7 +12,7 @@ from datadog_checks.base import AgentCheck
 from datadog_checks.dev.utils import get_metadata_metrics
 from datadog_checks.gunicorn import GUnicornCheck, GunicornCheck
 
-from .server import wait_until
+from .server import title, wait_until
 
 
 def worker_counts(aggregator, app):
@@ -160,7 +160,7 @@ def test_usr2_upgrade_before_and_after_promotion(gunicorn_server, make_check, dd
     assert worker_counts(aggregator, 'upg') == {'working': 0, 'idle': 4}
 
     server.signal(signal.SIGTERM)  # the old master leaves; the new one is promoted
-    wait_until(lambda: _title(new_master) == 'gunicorn: master [upg]', what='promotion of the new master')
+    wait_until(lambda: title(new_master) == 'gunicorn: master [upg]', what='promotion of the new master')
     run(check, aggregator, dd_run_check)
     # Its workers keep the title `worker [upg.2]` until they are recycled, and keep counting.
     assert worker_counts(aggregator, 'upg') == {'working': 0, 'idle': 2}
@@ -169,23 +169,16 @@ def test_usr2_upgrade_before_and_after_promotion(gunicorn_server, make_check, dd
 
 def _child_master(server):
     for proc in server.descendants():
-        if _title(proc) == 'gunicorn: master [upg.2]':
+        if title(proc) == 'gunicorn: master [upg.2]':
             server.started.setdefault(proc.pid, proc)
             return proc
     return None
 
 
-def _title(proc):
-    try:
-        return ' '.join(part for part in proc.cmdline() if part)
-    except psutil.Error:
-        return ''
-
-
 def test_dirty_arbiter_and_dirty_workers_are_not_workers(gunicorn_server, make_check, dd_run_check, aggregator):
     assert int(gunicorn.__version__.split('.')[0]) >= 25, 'dirty apps need gunicorn >= 25'
     server = gunicorn_server(name='dirty', workers=2, args=['--dirty-app', 'dirty:Echo', '--dirty-workers', '2'])
-    wait_until(lambda: sum('dirty-worker' in _title(p) for p in server.descendants()) == 2, what='dirty workers')
+    wait_until(lambda: sum('dirty-worker' in title(p) for p in server.descendants()) == 2, what='dirty workers')
     server.track()
     check = make_check('dirty')
 

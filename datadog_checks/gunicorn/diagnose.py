@@ -14,28 +14,20 @@ WORKER_FDS = 'gunicorn worker fds'
 TITLE_PREFIX = 'gunicorn: '
 
 
-def untitled_gunicorns():
-    """{pid: command line} of processes running gunicorn under their raw command line."""
-    found = {}
+def gunicorn_processes():
+    """({pid: command line} of processes running gunicorn under their raw command line,
+    {titles of gunicorn masters}), from one scan of the process table."""
+    untitled, master_titles = {}, set()
     for proc in psutil.process_iter(['cmdline']):
         cmdline = [part for part in proc.info['cmdline'] or () if part]
-        if not cmdline or cmdline[0].startswith(TITLE_PREFIX):
+        if not cmdline:
             continue
-        runs_gunicorn = any(os.path.basename(part) == 'gunicorn' for part in cmdline[:2]) or (
-            len(cmdline) > 2 and cmdline[1:3] == ['-m', 'gunicorn']
-        )
-        if runs_gunicorn:
-            found[proc.pid] = ' '.join(cmdline)
-    return found
-
-
-def other_master_titles():
-    titles = set()
-    for proc in psutil.process_iter(['cmdline']):
-        cmdline = [part for part in proc.info['cmdline'] or () if part]
-        if cmdline and cmdline[0].startswith('gunicorn: master ['):
-            titles.add(' '.join(cmdline))
-    return titles
+        if cmdline[0].startswith(TITLE_PREFIX):
+            if cmdline[0].startswith('gunicorn: master ['):
+                master_titles.add(' '.join(cmdline))
+        elif any(os.path.basename(part) == 'gunicorn' for part in cmdline[:2]) or cmdline[1:3] == ['-m', 'gunicorn']:
+            untitled[proc.pid] = ' '.join(cmdline)
+    return untitled, master_titles
 
 
 def diagnose_master(check):
@@ -50,7 +42,7 @@ def diagnose_master(check):
         )
         return snapshot
 
-    untitled = untitled_gunicorns()
+    untitled, master_titles = gunicorn_processes()
     if untitled:
         masters = [pid for pid in untitled if _parent(pid) not in untitled]
         listing = '; '.join(f'{pid}: {untitled[pid]}' for pid in sorted(untitled))
@@ -68,7 +60,7 @@ def diagnose_master(check):
         )
         return snapshot
 
-    others = sorted(other_master_titles())
+    others = sorted(master_titles)
     if others:
         check.diagnosis.fail(
             MASTER,

@@ -114,7 +114,7 @@ class Discovery:
         try:
             children = self._children(master.pid)
         except (psutil.AccessDenied, procfs.ProcfsError) as e:
-            problems.append(f'Cannot list the children of gunicorn master {master.pid}: {describe(e)}')
+            problems.append(f'Cannot list the children of gunicorn master {master.pid}: {procfs.describe(e)}')
             return
         except psutil.NoSuchProcess:
             return
@@ -124,7 +124,7 @@ class Discovery:
             except psutil.NoSuchProcess:
                 continue
             except (psutil.AccessDenied, procfs.ProcfsError) as e:
-                problems.append(f'Cannot read child {pid} of gunicorn master {master.pid}: {describe(e)}')
+                problems.append(f'Cannot read child {pid} of gunicorn master {master.pid}: {procfs.describe(e)}')
                 continue
             if child.stat.state in procfs.DEAD_STATES:
                 continue
@@ -160,10 +160,3 @@ class Discovery:
                 self.children_files = False
         # Without the children files, psutil has to read the parent of every process.
         return [child.pid for child in psutil.Process(pid).children()]
-
-
-def describe(error):
-    """One line for the Agent status page, naming the process and what went wrong."""
-    if isinstance(error, psutil.AccessDenied):
-        return f'permission denied (pid {error.pid})'
-    return str(error)

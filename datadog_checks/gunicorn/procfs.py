@@ -57,6 +57,13 @@ def _read_text(root, pid, name):
         raise ProcfsError(path, e.strerror) from None
 
 
+def describe(error):
+    """One line for the Agent status page, for any of the exceptions these readers raise."""
+    if isinstance(error, psutil.AccessDenied):
+        return f'permission denied (pid {error.pid})'
+    return str(error)
+
+
 def read_stat(pid, root='/proc'):
     """Fields of /proc/PID/stat the check needs. comm may hold spaces and parentheses:
     everything after the LAST `)` is space-separated (proc(5) numbers fields from 1)."""

@@ -104,7 +104,7 @@ class Sockets:
             except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
                 continue
             except (psutil.AccessDenied, procfs.ProcfsError, OSError) as e:
-                problems.append(f'Cannot read the sockets of gunicorn master {master.pid}: {e}')
+                problems.append(f'Cannot read the sockets of gunicorn master {master.pid}: {procfs.describe(e)}')
                 continue
             namespaces.setdefault(namespace, (master.pid, {}))[1].update(listeners)
         self.by_master = {key: value for key, value in self.by_master.items() if key in {m.key for m in masters}}
@@ -118,7 +118,7 @@ class Sockets:
             except psutil.NoSuchProcess:
                 continue
             except (psutil.AccessDenied, procfs.ProcfsError) as e:
-                problems.append(f'Cannot read the sockets of gunicorn master {pid}: {e}')
+                problems.append(f'Cannot read the sockets of gunicorn master {pid}: {procfs.describe(e)}')
         for inode in unknown:
             self.client_of.setdefault(inode, None)
         self.client_of = {inode: self.client_of[inode] for inode in held_inodes}
