@@ -169,7 +169,7 @@ class GunicornServer:
                 raise
             return sock
         host, port = self.bind.rsplit(':', 1)
-        return socket.create_connection((host, int(port)), timeout=timeout)
+        return socket.create_connection((host.strip('[]'), int(port)), timeout=timeout)
 
     def listening(self):
         """Whether the master listens yet. Asked without connecting: a probe connection would

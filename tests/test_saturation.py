@@ -16,7 +16,7 @@ from datadog_checks.dev.utils import get_metadata_metrics
 from datadog_checks.gunicorn import procfs, sockdiag
 from datadog_checks.gunicorn import workers as workers_module
 
-from .server import wait_until
+from .server import free_port, wait_until
 from .test_check import run, worker_counts
 from .unprivileged import run_as_nobody
 
@@ -83,11 +83,13 @@ def gauge_now(make_check, server):
     return values[-1] if values else None
 
 
-@pytest.mark.parametrize('bind', ['tcp', 'unix'])
+@pytest.mark.parametrize('bind', ['tcp', 'tcp6', 'unix'])
 def test_requests_queued_behind_busy_sync_workers(
     gunicorn_server, make_check, dd_run_check, aggregator, bind, tmp_path
 ):
-    address = f'unix:{tmp_path}/gunicorn.sock' if bind == 'unix' else None
+    address = {'tcp': f'127.0.0.1:{free_port()}', 'tcp6': f'[::1]:{free_port()}', 'unix': f'unix:{tmp_path}/g.sock'}[
+        bind
+    ]
     server = gunicorn_server(name=f'queue-{bind}', workers=2, bind=address)
     busy = hold_requests(server, '/sleep?s=8', 2)
     try:
@@ -101,7 +103,7 @@ def test_requests_queued_behind_busy_sync_workers(
     finally:
         close_all(busy)
 
-    tag = f'listener:{address}' if address else f'listener:127.0.0.1:{server.port}'
+    tag = f'listener:{address}'
     assert gauge(aggregator, 'gunicorn.listener.queued', tag, f'app:{server.name}') == 3
     assert gauge(aggregator, 'gunicorn.listener.active', tag) == 2
     assert worker_counts(aggregator, server.name) == {'working': 2, 'idle': 0}
