@@ -97,6 +97,17 @@ def start_gunicorn(workers):
     return server
 
 
+def settle(processes, timeout=60):
+    """Wait until every new process sleeps in its own program: 2,000 forks and execs still
+    in flight would compete for the CPU with the runs being timed."""
+    deadline = time.monotonic() + timeout
+    pending = [psutil.Process(p.pid) for p in processes]
+    while pending and time.monotonic() < deadline:
+        pending = [p for p in pending if p.status() != psutil.STATUS_SLEEPING or p.name() != 'sleep']
+        time.sleep(0.2)
+    time.sleep(1)
+
+
 def stop(processes):
     for proc in processes:
         proc.send_signal(signal.SIGTERM)
@@ -124,6 +135,7 @@ def main():
         reference = median_ms(BundledApproach('gunicorn', {}, [instance]), args.reference_runs)
 
         idle = [subprocess.Popen(['sleep', '3600']) for _ in range(args.idle_processes)]
+        settle(idle)
         ours_crowded = median_ms(GunicornCheck('gunicorn', {}, [instance]), args.runs)
         reference_crowded = median_ms(BundledApproach('gunicorn', {}, [instance]), 5)
     finally:
