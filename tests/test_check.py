@@ -233,3 +233,22 @@ def test_bundled_checks_names_and_config_still_work(gunicorn_server, dd_run_chec
     assert GUnicornCheck is GunicornCheck
     aggregator.assert_metric('gunicorn.workers', value=1, tags=['app:legacy', 'team:legacy', 'state:idle'])
     aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=['app:legacy', 'team:legacy'])
+
+
+def test_procfs_path_of_a_containerized_agent_is_honoured(
+    gunicorn_server, make_check, dd_run_check, aggregator, datadog_agent, tmp_path, monkeypatch
+):
+    # A containerized Agent mounts the host's /proc elsewhere and names it in datadog.yaml.
+    host_proc = tmp_path / 'host' / 'proc'
+    host_proc.parent.mkdir()
+    host_proc.symlink_to('/proc')
+    monkeypatch.setattr(psutil, 'PROCFS_PATH', psutil.PROCFS_PATH)  # restored after the test
+    monkeypatch.setitem(datadog_agent._config, 'procfs_path', f'{host_proc}/')
+    gunicorn_server(name='host-proc', workers=2)
+    check = make_check('host-proc')
+
+    dd_run_check(check)
+
+    assert check.root == str(host_proc)
+    assert psutil.PROCFS_PATH == str(host_proc)
+    assert worker_counts(aggregator, 'host-proc') == {'working': 0, 'idle': 2}

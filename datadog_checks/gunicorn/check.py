@@ -3,6 +3,7 @@ import time
 import psutil
 
 from datadog_checks.base import AgentCheck
+from datadog_checks.base.agent import datadog_agent
 
 from . import metrics, procfs
 from .config_models import ConfigMixin
@@ -27,7 +28,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         super().__init__(name, init_config, instances)
         # Built from the validated configuration before the first run, so that a bad
         # configuration is reported by run() as the Agent shows it, not as a load error.
-        self.root = psutil.PROCFS_PATH
+        self.root = None
         self.boot_time = None
         self.app_tags = None
         self.discovery = None
@@ -41,7 +42,12 @@ class GunicornCheck(AgentCheck, ConfigMixin):
 
     def build_state(self):
         config = self.config
-        root = self.root
+        # A containerized Agent sees the host's processes under the `procfs_path` of datadog.yaml
+        # (/host/proc); psutil's scans must read the same tree as the check's own readers.
+        procfs_path = datadog_agent.get_config('procfs_path')
+        if procfs_path:
+            psutil.PROCFS_PATH = procfs_path.rstrip('/')
+        self.root = root = psutil.PROCFS_PATH
         self.boot_time = psutil.boot_time()
         self.app_tags = [f'app:{config.proc_name}', *(config.tags or ())]
         self.discovery = Discovery(config.proc_name, config.rescan_interval, root)
