@@ -56,6 +56,7 @@ class GunicornServer:
         setproctitle=True,
         bind=None,
         control_socket=None,
+        config_file=None,
     ):
         self.name = name
         self.workers_expected = workers
@@ -72,8 +73,9 @@ class GunicornServer:
             str(workers),
             '--worker-class',
             worker_class,
-            '--bind',
-            self.bind,
+            # From the command line unless a config file names it (a HUP re-reads only the file).
+            *([] if config_file else ['--bind', self.bind]),
+            *(['--config', str(config_file)] if config_file else []),
             '--chdir',
             str(APP_DIR),
             '--error-logfile',

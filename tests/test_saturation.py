@@ -399,3 +399,30 @@ def test_a_configured_address_nobody_listens_on_is_a_warning(gunicorn_server, ma
 
     assert error == ''
     assert 'No socket listens on 127.0.0.1:1 in the network namespace of the master' in warnings
+
+
+def test_listeners_follow_a_hup_that_rebinds(gunicorn_server, make_check, dd_run_check, aggregator, tmp_path):
+    first, second = free_port(), free_port()
+    config = tmp_path / 'gunicorn.conf.py'
+    config.write_text(f'bind = ["127.0.0.1:{first}"]\n')
+    server = gunicorn_server(name='rebind', workers=1, bind=f'127.0.0.1:{first}', config_file=config)
+    check = make_check('rebind')
+    dd_run_check(check)
+    assert set(listener_numbers(aggregator, 'rebind')) == {
+        ('gunicorn.listener.queued', f'listener:127.0.0.1:{first}'),
+        ('gunicorn.listener.active', f'listener:127.0.0.1:{first}'),
+    }
+
+    config.write_text(f'bind = ["127.0.0.1:{second}"]\n')
+    server.bind = f'127.0.0.1:{second}'
+    server.signal(signal.SIGHUP)
+    wait_until(server.listening, what='the master listening on the new address')
+    server.wait_ready()
+    for _ in range(2):  # the first run notices the old socket is gone, the next reads the new one
+        run(check, aggregator, dd_run_check)
+
+    assert set(listener_numbers(aggregator, 'rebind')) == {
+        ('gunicorn.listener.queued', f'listener:127.0.0.1:{second}'),
+        ('gunicorn.listener.active', f'listener:127.0.0.1:{second}'),
+    }
+    assert not check.warnings

@@ -129,10 +129,15 @@ class Sockets:
         else:
             active = [listener for listener, _ in kernel_active]
         found = {listener for listener, _ in backlog}
-        for _, listeners in namespaces.values():
-            for listener in listeners:
-                if listener not in found:
-                    problems.append(f'No socket listens on {listener.address} in the network namespace of the master')
+        for key, listeners in list(self.by_master.items()):
+            gone = [listener for listener in listeners if listener not in found]
+            if any(listeners[listener] is not None for listener in gone):
+                del self.by_master[key]  # a HUP rebound the master elsewhere: read its fds again next run
+            problems.extend(
+                f'No socket listens on {listener.address} in the network namespace of the master'
+                for listener in gone
+                if listeners[listener] is None
+            )
         queued = dict.fromkeys(found, 0)
         for (listener, _), queue in backlog.items():
             queued[listener] += queue
