@@ -31,7 +31,7 @@ def wait_until(predicate, timeout=20.0, what='condition'):
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f'timed out after {timeout}s waiting for {what}')
+            raise AssertionError(f'timed out after {timeout}s waiting for {what() if callable(what) else what}')
         time.sleep(0.05)
 
 
@@ -57,6 +57,7 @@ class GunicornServer:
         bind=None,
         control_socket=None,
         config_file=None,
+        own_network_namespace=False,
     ):
         self.name = name
         self.workers_expected = workers
@@ -85,6 +86,10 @@ class GunicornServer:
             *args,
             app,
         ]
+        if own_network_namespace:
+            # As gunicorn in a container: a network namespace of its own, with only loopback, up.
+            # unshare and sh exec in place, so the pid stays the master's.
+            self.command = ['unshare', '--net', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', *self.command]
         self.env = dict(os.environ)
         if not setproctitle:
             paths = [str(NO_SETPROCTITLE_DIR), os.environ.get('PYTHONPATH')]
@@ -105,7 +110,7 @@ class GunicornServer:
         expected = self.workers_expected if workers is None else workers
         wait_until(
             lambda: len(self.workers(master)) == expected and self.listening(),
-            what=f'{expected} workers of {self.name} and a listening socket (log: {self.log_tail()})',
+            what=lambda: f'{expected} workers of {self.name} and a listening socket (log: {self.log_tail()})',
         )
 
     def stop(self):
@@ -175,15 +180,19 @@ class GunicornServer:
 
     def listening(self):
         """Whether the master listens yet. Asked without connecting: a probe connection would
-        keep a worker busy for a moment and the check would rightly count it as working."""
+        keep a worker busy for a moment and the check would rightly count it as working.
+        Read from the master's own /proc/PID/net, which holds in any network namespace."""
         if self.bind.startswith('unix:'):
             return Path(self.bind[5:]).is_socket()
-        port = int(self.bind.rsplit(':', 1)[1])
-        try:
-            connections = psutil.Process(self.master_pid).net_connections()
-        except psutil.NoSuchProcess:
-            return False
-        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+        port = f':{int(self.bind.rsplit(":", 1)[1]):04X}'
+        for table in ('tcp', 'tcp6'):
+            try:
+                lines = Path(f'/proc/{self.master_pid}/net/{table}').read_text().splitlines()[1:]
+            except OSError:
+                return False
+            if any(fields[1].endswith(port) and fields[3] == '0A' for fields in map(str.split, lines)):
+                return True
+        return False
 
     def log_tail(self, lines=5):
         try:
