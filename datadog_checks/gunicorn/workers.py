@@ -69,12 +69,12 @@ class WorkerHistory:
 
     def compare(self, workers, now):
         current = {worker.key: worker.stat.cpu_ticks for worker in workers}
-        previous, elapsed = self.cpu_ticks, now - self.sampled_at if self.sampled_at is not None else None
+        previous, sampled_at = self.cpu_ticks, self.sampled_at
         self.cpu_ticks, self.sampled_at = current, now
         if previous is None:
             return PoolChange({}, None, None)
-        advanced = {key: ticks > previous[key] for key, ticks in current.items() if key in previous}
-        started = sum(1 for key in current if key not in previous)
-        used = sum(ticks - previous[key] for key, ticks in current.items() if key in previous) / procfs.CLOCK_TICKS
-        percent = 100.0 * used / elapsed if elapsed and elapsed > 0 else None
-        return PoolChange(advanced, started, percent)
+        used_ticks = {key: ticks - previous[key] for key, ticks in current.items() if key in previous}
+        started = len(current) - len(used_ticks)
+        elapsed = now - sampled_at
+        percent = 100.0 * sum(used_ticks.values()) / procfs.CLOCK_TICKS / elapsed if elapsed > 0 else None
+        return PoolChange({key: used > 0 for key, used in used_ticks.items()}, started, percent)
