@@ -46,6 +46,7 @@ def diagnose_master(check):
     if untitled:
         masters = [pid for pid in untitled if _parent(pid) not in untitled]
         listing = '; '.join(f'{pid}: {untitled[pid]}' for pid in sorted(untitled))
+        example = masters[0] if masters else min(untitled)
         check.diagnosis.fail(
             MASTER,
             f'No process is titled `{title}`, but gunicorn runs with its raw command line as its title '
@@ -54,7 +55,7 @@ def diagnose_master(check):
             category=proc_name,
             remediation=(
                 'Install setproctitle with the pip of the Python that runs gunicorn (for pid '
-                f'{masters[0] if masters else min(untitled)}: `{_pip_hint(untitled, masters)}`), then restart '
+                f'{example}: `{_pip_hint(untitled[example])}`), then restart '
                 'gunicorn: a HUP is not enough, the master must start again.'
             ),
         )
@@ -115,9 +116,8 @@ def _parent(pid):
         return None
 
 
-def _pip_hint(untitled, masters):
-    pid = masters[0] if masters else min(untitled)
-    interpreter = untitled[pid].split()[0]
+def _pip_hint(command_line):
+    interpreter = command_line.split()[0]
     if os.path.basename(interpreter) == 'gunicorn':
         interpreter = os.path.join(os.path.dirname(interpreter), 'python')
     return f'{interpreter} -m pip install setproctitle'
