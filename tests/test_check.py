@@ -135,15 +135,11 @@ def test_ttin_and_ttou_change_the_count(gunicorn_server, make_check, dd_run_chec
     server = gunicorn_server(name='ttin', workers=2)
     check = make_check('ttin')
 
-    server.signal(signal.SIGTTIN)
-    server.wait_ready(workers=3)
-    run(check, aggregator, dd_run_check)
-    assert worker_counts(aggregator, 'ttin') == {'working': 0, 'idle': 3}
-
-    server.signal(signal.SIGTTOU)
-    server.wait_ready(workers=2)
-    run(check, aggregator, dd_run_check)
-    assert worker_counts(aggregator, 'ttin') == {'working': 0, 'idle': 2}
+    for sig, expected in ((signal.SIGTTIN, 3), (signal.SIGTTOU, 2)):
+        server.signal(sig)
+        server.wait_ready(workers=expected)
+        run(check, aggregator, dd_run_check)
+        assert worker_counts(aggregator, 'ttin') == {'working': 0, 'idle': expected}, sig.name
 
 
 def test_usr2_upgrade_before_and_after_promotion(gunicorn_server, make_check, dd_run_check, aggregator):
