@@ -1,6 +1,11 @@
 """What a run costs, and how it survives processes that change under it."""
 
+import os
+import queue
 import signal
+import subprocess
+import sys
+import threading
 import time
 
 import psutil
@@ -9,7 +14,7 @@ import pytest
 from datadog_checks.gunicorn import discovery, procfs
 from datadog_checks.gunicorn.discovery import Discovery
 
-from .server import wait_until
+from .server import APP_DIR, wait_until
 from .test_check import run, worker_counts
 
 
@@ -24,6 +29,61 @@ def count_scans(monkeypatch):
 
     monkeypatch.setattr(discovery.psutil, 'process_iter', counting)
     return calls
+
+
+class TitlePlayer:
+    """tests/app/titles.py in a process group of its own: `expect` waits for the step it
+    announces, `advance` lets it take the next one, `stop` kills the group by its id."""
+
+    def __init__(self, *args):
+        self.popen = subprocess.Popen(
+            [sys.executable, str(APP_DIR / 'titles.py'), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.lines = queue.Queue()
+        # A thread, so that `expect` can give up on a script that hangs instead of blocking on read.
+        threading.Thread(target=self._read_lines, daemon=True).start()
+
+    def _read_lines(self):
+        for line in self.popen.stdout:
+            self.lines.put(line.decode().split())
+
+    def expect(self, step, timeout=20):
+        """The pids announced with `step`."""
+        try:
+            words = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f'titles.py never announced {step!r}') from None
+        assert words[0] == step, words
+        return [int(word) for word in words[1:]]
+
+    def advance(self):
+        self.popen.stdin.write(b'\n')
+        self.popen.stdin.flush()
+
+    def stop(self):
+        # Listed before the kill: once killed, the orphans are re-parented to this subreaper.
+        procs = [psutil.Process(self.popen.pid), *psutil.Process(self.popen.pid).children(recursive=True)]
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=10)
+        self.popen.wait(timeout=5)
+        self.popen.stdin.close()
+        self.popen.stdout.close()
+
+
+@pytest.fixture
+def play_titles():
+    players = []
+
+    def start(*args):
+        players.append(TitlePlayer(*args))
+        return players[-1]
+
+    yield start
+    for player in players:
+        player.stop()
 
 
 def test_steady_state_runs_do_not_scan_the_process_table(
@@ -169,3 +229,42 @@ def test_kernel_without_children_files_falls_back_to_psutil(gunicorn_server, mon
 
     assert sorted(w.pid for w in snapshot.workers) == sorted(w.pid for w in server.workers())
     assert finder.children_files is False
+
+
+def test_a_top_level_master_named_like_a_usr2_master_is_another_app(
+    gunicorn_server, make_check, dd_run_check, aggregator
+):
+    gunicorn_server(name='web', workers=2)
+    gunicorn_server(name='web.2', workers=3)
+    check = make_check('web')
+
+    dd_run_check(check)
+
+    assert worker_counts(aggregator, 'web') == {'working': 0, 'idle': 2}
+
+
+def test_a_child_master_of_another_app_and_its_workers_are_not_counted(
+    play_titles, make_check, dd_run_check, aggregator
+):
+    play_titles('other-master', 'outer', 'inner').expect('ready')
+    check = make_check('outer')
+
+    dd_run_check(check)
+
+    assert worker_counts(aggregator, 'outer') == {'working': 0, 'idle': 1}
+
+
+def test_a_worker_that_first_looked_like_a_usr2_master_is_counted_once_titled(
+    play_titles, make_check, dd_run_check, aggregator
+):
+    player = play_titles('promotion', 'seq')
+    player.expect('promoted')
+    check = make_check('seq')
+    dd_run_check(check)
+    assert worker_counts(aggregator, 'seq') == {'working': 0, 'idle': 0}
+
+    player.advance()
+    player.expect('retitled')
+    run(check, aggregator, dd_run_check)
+
+    assert worker_counts(aggregator, 'seq') == {'working': 0, 'idle': 1}

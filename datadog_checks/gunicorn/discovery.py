@@ -4,6 +4,10 @@ A master is found by its title, `gunicorn: master [NAME]`, in a scan of the proc
 table. It is remembered (pid and start time) so that later runs read only that master
 and its children; the table is scanned again when a remembered master is gone, when
 none is known, and every `rescan_interval` seconds to find new masters.
+
+Only a master's children are its workers, and only one master may be found under another:
+the one USR2 starts, titled `master [NAME.2]` under `master [NAME]`. A top-level
+`master [NAME.2]` is another app, started with that name.
 """
 
 from typing import NamedTuple
@@ -15,14 +19,17 @@ from . import procfs
 # /proc/PID/comm keeps 15 characters of the title: a cheap filter before reading cmdline.
 MASTER_COMM = 'gunicorn: maste'
 MASTER_TITLE = 'gunicorn: master [{}]'
+MASTER_TITLE_PREFIX = 'gunicorn: master ['
 WORKER_TITLE_PREFIX = 'gunicorn: worker ['
-CHILD_MASTER_TITLE_PREFIX = 'gunicorn: master ['
 # gunicorn names the master started by USR2 after the old one's proc_name plus this suffix.
 UPGRADE_SUFFIX = '.2'
 
 WORKER = 'worker'
-CHILD_MASTER = 'child master'
-OTHER = 'other'  # dirty arbiter, dirty workers: gunicorn processes that serve no HTTP
+USR2_MASTER = 'USR2 master'
+OTHER = 'other'  # dirty arbiter: a gunicorn process that serves no HTTP
+# A process sets these titles once, for itself, and keeps them for life. Any other title of a
+# master's child may still change: a fresh fork shows the title its master had when it forked.
+FINAL_KINDS = frozenset({WORKER, OTHER})
 
 
 class Proc(NamedTuple):
@@ -41,30 +48,35 @@ class Snapshot(NamedTuple):
     problems: list  # of str: what could not be read, for the Agent status page
 
 
-def classify_child(title, parent_title):
-    """What a master's child is, from its title; None while it has no title of its own yet
-    (a freshly forked child still shows its parent's title, an exec'ing one its command line)."""
+def classify_child(title, usr2_title):
+    """What a master's child is, from its title; None for a child that is not counted now.
+    `usr2_title` is the title of the master USR2 would start under this one, None under that
+    master itself: gunicorn ignores a USR2 sent to a master that has a parent master."""
     if title.startswith(WORKER_TITLE_PREFIX):
         return WORKER
-    if title.startswith(CHILD_MASTER_TITLE_PREFIX) and title != parent_title:
-        return CHILD_MASTER
-    if title.startswith('gunicorn: ') and title != parent_title:
+    if title == usr2_title:
+        # Or a worker forked just before its master was promoted and retitled: looked at again next run.
+        return USR2_MASTER
+    if title.startswith(MASTER_TITLE_PREFIX):
+        return None  # a fresh fork still showing its master's title, or the master of another app
+    if title.startswith('gunicorn: '):
         return OTHER
-    return None
+    return None  # exec'ing: its command line until gunicorn titles it
 
 
 class Discovery:
     """Finds the masters of one app and their workers, run after run."""
 
     def __init__(self, proc_name, rescan_interval, root='/proc'):
-        self.master_titles = {MASTER_TITLE.format(proc_name), MASTER_TITLE.format(proc_name + UPGRADE_SUFFIX)}
+        self.master_title = MASTER_TITLE.format(proc_name)
+        self.usr2_title = MASTER_TITLE.format(proc_name + UPGRADE_SUFFIX)
         self.rescan_interval = rescan_interval
         self.root = root
 
         # State kept between runs.
         self.masters = {}  # pid -> start ticks, of the top-level masters the last scan found
         self.last_scan = None  # monotonic time of that scan
-        self.child_kinds = {}  # Proc.key -> kind, for children already classified
+        self.final_kinds = {}  # Proc.key -> kind, of the children whose kind is in FINAL_KINDS
         self.children_files = True  # False once the kernel turns out to lack /proc/PID/task/*/children
 
     def run(self, now):
@@ -88,9 +100,9 @@ class Discovery:
                 stat = procfs.read_stat(proc.pid, self.root)
             except (psutil.Error, procfs.ProcfsError):
                 continue  # gone, hidden or garbled: the next scan looks again
-            if title in self.master_titles and stat.state not in procfs.DEAD_STATES:
+            if title == self.master_title and stat.state not in procfs.DEAD_STATES:
                 found[proc.pid] = stat
-        # A master whose parent also matched was started by USR2: it is reached through its parent.
+        # A fresh fork shows its master's title until it sets its own.
         self.masters = {pid: stat.start_ticks for pid, stat in found.items() if stat.ppid not in found}
         self.last_scan = now
 
@@ -104,12 +116,12 @@ class Discovery:
                 return None
             if stat.start_ticks != start_ticks or stat.state in procfs.DEAD_STATES:
                 return None
-            self._collect(Proc(pid, stat), masters, workers, problems, seen)
+            self._collect(Proc(pid, stat), self.usr2_title, masters, workers, problems, seen)
         # Forget children that are gone, so the map does not grow with every recycled worker.
-        self.child_kinds = {key: kind for key, kind in self.child_kinds.items() if key in seen}
+        self.final_kinds = {key: kind for key, kind in self.final_kinds.items() if key in seen}
         return Snapshot(masters, workers, problems)
 
-    def _collect(self, master, masters, workers, problems, seen):
+    def _collect(self, master, usr2_title, masters, workers, problems, seen):
         masters.append(master)
         try:
             children = self._children(master.pid)
@@ -128,28 +140,26 @@ class Discovery:
                 continue
             if child.stat.state in procfs.DEAD_STATES:
                 continue
-            kind = self._kind(child, master.pid)
+            kind = self._kind(child, usr2_title)
             if kind is None:
                 continue
             seen.add(child.key)
             if kind == WORKER:
                 workers.append(child)
-            elif kind == CHILD_MASTER:
-                self._collect(child, masters, workers, problems, seen)
+            elif kind == USR2_MASTER:
+                self._collect(child, None, masters, workers, problems, seen)
 
-    def _kind(self, child, parent_pid):
-        kind = self.child_kinds.get(child.key)
+    def _kind(self, child, usr2_title):
+        kind = self.final_kinds.get(child.key)
         if kind is not None:
             return kind
         try:
             title = procfs.read_title(child.pid, self.root)
-            # Only a child that is no worker needs its parent's title to be told apart.
-            parent_title = '' if title.startswith(WORKER_TITLE_PREFIX) else procfs.read_title(parent_pid, self.root)
         except (psutil.Error, procfs.ProcfsError):
-            return None
-        kind = classify_child(title, parent_title)
-        if kind is not None:
-            self.child_kinds[child.key] = kind
+            return None  # gone, or unreadable for now: looked at again next run
+        kind = classify_child(title, usr2_title)
+        if kind in FINAL_KINDS:
+            self.final_kinds[child.key] = kind
         return kind
 
     def _children(self, pid):
