@@ -14,7 +14,7 @@ import pytest
 from datadog_checks.gunicorn import discovery, procfs
 from datadog_checks.gunicorn.discovery import Discovery
 
-from .server import APP_DIR, wait_until
+from .server import APP_DIR, title, wait_until
 from .test_check import run, worker_counts
 
 
@@ -268,3 +268,25 @@ def test_a_worker_that_first_looked_like_a_usr2_master_is_counted_once_titled(
     run(check, aggregator, dd_run_check)
 
     assert worker_counts(aggregator, 'seq') == {'working': 0, 'idle': 1}
+
+
+def test_steady_state_runs_read_no_titles(gunicorn_server, monkeypatch):
+    # Workers and the dirty arbiter keep their titles for life: read once, never again.
+    server = gunicorn_server(name='final', workers=2, args=['--dirty-app', 'dirty:Echo', '--dirty-workers', '1'])
+    wait_until(lambda: 'gunicorn: dirty-arbiter' in map(title, server.descendants()), what='the dirty arbiter')
+    server.track()
+    finder = Discovery('final', rescan_interval=60)
+    assert len(finder.run(now=0).workers) == 2
+
+    reads = []
+    real = procfs.read_title
+
+    def counting(pid, root='/proc'):
+        reads.append(pid)
+        return real(pid, root)
+
+    monkeypatch.setattr(procfs, 'read_title', counting)
+    for now in (1, 2):
+        assert len(finder.run(now=now).workers) == 2
+
+    assert reads == []
