@@ -201,3 +201,123 @@ def test_only_pipelines_are_accepted():
 )
 def test_status_remapper_mapping(value, status):
     assert status_of(value) == status
+
+
+def test_date_with_comma_milliseconds_as_python_logging_writes_it():
+    # The bundled integration's Flask sample: 2017-06-22 09:31:11,580 (UTC) is 1498123871580.
+    assert parse('r %{date("yyyy-MM-dd HH:mm:ss,SSS"):t}', '2017-06-22 09:31:11,580') == {'t': 1498123871580}
+
+
+def test_lazy_regex_stops_at_the_first_occurrence():
+    rule = 'r %{regex("[\\\\s\\\\S]*?"):before}\\s*STOP%{data:after}'
+    assert parse(rule, 'a b STOP c STOP d') == {'before': 'a b', 'after': ' c STOP d'}
+
+
+def test_negative_lookahead_keeps_a_number_whole():
+    rule = 'r (?:%{integer:n}(?!\\S)|%{number:f})%{data}'
+    assert parse(rule, '0.5 rest') == {'f': 0.5}
+    assert parse(rule, '7 rest') == {'n': 7}
+
+
+def test_grok_on_an_attribute_skips_logs_without_it():
+    log = pipeline(
+        {'type': 'grok-parser', 'source': 'message', 'grok': {'matchRules': 'r %{data:error.message}'}},
+        {
+            'type': 'grok-parser',
+            'source': 'error.message',
+            'grok': {'matchRules': 'r on %{notSpace:http.url}'},
+        },
+    )
+    assert log.process('on /x')['custom'] == {'error': {'message': 'on /x'}, 'http': {'url': '/x'}}
+    assert log.process('elsewhere')['custom'] == {'error': {'message': 'elsewhere'}}
+
+
+@pytest.mark.parametrize(
+    'url, details',
+    [
+        ('/apache_pb.gif', {'path': '/apache_pb.gif'}),
+        ('/list?foo=bar', {'path': '/list', 'queryString': {'foo': 'bar'}}),
+        ('https://api.example.com/v1', {'scheme': 'https', 'host': 'api.example.com', 'path': '/v1'}),
+        ('http://174.138.82.103:80/sql/', {'scheme': 'http', 'host': '174.138.82.103', 'port': 80, 'path': '/sql/'}),
+    ],
+)
+def test_url_parser_sets_only_the_parts_present(url, details):
+    log = pipeline(
+        {'type': 'grok-parser', 'source': 'message', 'grok': {'matchRules': 'r %{notSpace:u}'}},
+        {'type': 'url-parser', 'sources': ['u'], 'target': 'd'},
+    ).process(url)
+    assert log['custom']['d'] == details
+
+
+def test_category_processor_leaves_the_target_unset_when_nothing_matches():
+    log = pipeline(
+        GROK,
+        {
+            'type': 'category-processor',
+            'target': 'cat',
+            'categories': [{'filter': {'query': '@code:[200 TO 299]'}, 'name': 'Info'}],
+        },
+        {'type': 'status-remapper', 'sources': ['cat']},
+    )
+    assert log.process('200 /')['status'] == 'info'
+    assert 'cat' not in log.process('600 /')['custom']
+
+
+DATED = 'r %{date("yyyy-MM-dd HH:mm:ss"):timestamp}'
+
+
+def test_date_remapper_reads_a_timestamp_attribute():
+    log = pipeline(
+        {
+            'type': 'grok-parser',
+            'source': 'message',
+            'grok': {'matchRules': 'r %{date("yyyy-MM-dd HH:mm:ss"):timestamp}'},
+        },
+        {'type': 'date-remapper', 'sources': ['date_access', 'timestamp']},
+    ).process('2016-07-13 10:55:36')
+    assert log['timestamp'] == log['custom']['timestamp'] == 1468407336000
+
+
+@pytest.mark.parametrize(
+    'value, status',
+    [('Info', 'info'), ('Notice', 'notice'), ('Warning', 'warn'), ('Error', 'error')],
+)
+def test_status_remapper_maps_the_bundled_category_names(value, status):
+    assert status_of(value) == status
+
+
+@pytest.mark.parametrize(
+    'agent, details',
+    [
+        (
+            'Mozilla/4.08 [en] (Win95)',
+            {
+                'browser': {'family': 'Other'},
+                'device': {'category': 'Desktop', 'family': 'Other'},
+                'os': {'family': 'Windows', 'major': '95'},
+            },
+        ),
+        (
+            'Mozilla/4.08 [en] (Win98)',
+            {
+                'browser': {'family': 'Other'},
+                'device': {'category': 'Desktop', 'family': 'Other'},
+                'os': {'family': 'Windows', 'major': '98'},
+            },
+        ),
+        (
+            '-',
+            {
+                'browser': {'family': 'Other'},
+                'device': {'category': 'Desktop', 'family': 'Other'},
+                'os': {'family': 'Other'},
+            },
+        ),
+    ],
+)
+def test_user_agent_stand_in(agent, details):
+    log = pipeline(
+        {'type': 'grok-parser', 'source': 'message', 'grok': {'matchRules': 'r %{data:ua}'}},
+        {'type': 'user-agent-parser', 'sources': ['ua'], 'target': 'details'},
+    ).process(agent)
+    assert log['custom']['details'] == details

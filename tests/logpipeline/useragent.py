@@ -2,12 +2,16 @@
 
 It knows only the user agents the tests use, and returns the same shape Datadog does:
     browser: family, major, minor, patch, patch_minor (the version parts present)
-    os:      family, and major/minor/patch for Mac OS X
+    os:      family, and major/minor/patch for Mac OS X, major for Windows 95/98
     device:  family ("Other", or "Spider" for bots) and category
              ("Bot", "Mobile" or "Desktop")
-Browsers: Edge, Chrome, Firefox, Safari, curl, python-requests; anything else is
-family "Other". It is not a general parser: add a case here before using a new kind of
-user agent in a sample, and check the expected result against Datadog.
+Browsers: Edge, Chrome, Firefox, Safari, curl, python-requests; anything else is family
+"Other", as Datadog gives for `Mozilla/4.08 [en] (Win95)` (the bundled integration's sample:
+Other browser, Windows 95, Desktop device of family Other). A user agent of `-` gets the same
+Other/Other/Desktop here; that Datadog agrees is assumed, not seen.
+
+It is not a general parser: add a case here before using a new kind of user agent in a
+sample, and check the expected result against Datadog.
 """
 
 import re
@@ -42,6 +46,9 @@ def _os(useragent):
     if mac and 'iPhone' not in useragent:
         parts = {key: value for key, value in zip(VERSION_PARTS, mac.groups(), strict=False) if value}
         return {'family': 'Mac OS X', **parts}
+    old_windows = re.search(r'Win(?:dows )?(95|98)\b', useragent)
+    if old_windows:
+        return {'family': 'Windows', 'major': old_windows.group(1)}
     for marker, family in (('Android', 'Android'), ('iPhone', 'iOS'), ('Windows', 'Windows'), ('Linux', 'Linux')):
         if marker in useragent:
             return {'family': family}
