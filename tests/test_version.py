@@ -1,7 +1,9 @@
 """The running gunicorn's version: read once per master, the command only as a fallback."""
 
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gunicorn
@@ -11,9 +13,13 @@ import pytest
 from datadog_checks.gunicorn import procfs, version
 from datadog_checks.gunicorn.discovery import Proc
 
+from .server import GunicornServer
 from .unprivileged import run_as_nobody
+from .venvs import make_venv, pip_install
 
 VENV_GUNICORN = str(Path(sys.executable).parent / 'gunicorn')
+# Two releases that run on every Python the check supports, the older one first.
+OLD, NEW = '26.2.0', '27.0.1'
 
 
 @pytest.fixture
@@ -41,7 +47,7 @@ def maps_denied(monkeypatch):
 def test_version_comes_from_the_installation_without_running_anything(gunicorn_server, count_commands):
     server = gunicorn_server(name='v-installed', workers=1)
 
-    assert version.installed_version(server.master_pid) == gunicorn.__version__
+    assert version.installation(server.master_pid).version == gunicorn.__version__
     assert count_commands == []
 
 
@@ -60,23 +66,106 @@ def test_command_fallback_runs_once_per_master(
     datadog_agent.assert_metadata('test:fallback', {'version.raw': gunicorn.__version__})
 
 
-def test_unknown_version_warns_once_per_master(
+def test_unknown_version_is_looked_up_once_and_warned_at_every_run(
     gunicorn_server, make_check, dd_run_check, datadog_agent, maps_denied, count_commands
 ):
     server = gunicorn_server(name='v-unknown', workers=1)
     check = make_check('v-unknown', gunicorn='/nonexistent/bin/gunicorn')
 
-    dd_run_check(check)
-    first = check.get_warnings()
-    dd_run_check(check)
-    dd_run_check(check)
+    warnings = []
+    for _ in range(3):
+        dd_run_check(check)
+        warnings.append(check.get_warnings())
 
-    (warning,) = first
+    (warning,) = warnings[0]
     assert warning.startswith(f'Cannot determine the version of gunicorn master {server.master_pid}:')
     assert 'permission denied' in warning and '/nonexistent/bin/gunicorn' in warning
-    assert check.get_warnings() == []
+    assert warnings == [[warning]] * 3  # a lasting condition: in the Agent status at every run
     assert len(count_commands) == 1
     datadog_agent.assert_metadata_count(0)
+
+
+@pytest.fixture
+def old_venv(tmp_path):
+    """The python of a new environment holding gunicorn OLD, installed just now."""
+    return make_venv(tmp_path / 'venv', f'gunicorn=={OLD}', 'setproctitle')
+
+
+@pytest.fixture
+def venv_server(tmp_path):
+    """Start real gunicorn masters with another python than the tests'; all are stopped by pid at the end."""
+    servers = []
+
+    def start(python, **options):
+        server = GunicornServer(tmp_path, **options)
+        server.command[0] = str(python)  # GunicornServer runs `sys.executable -m gunicorn`
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_an_upgrade_under_a_running_master_is_not_reported_as_running(
+    old_venv, venv_server, make_check, dd_run_check, datadog_agent
+):
+    server = venv_server(old_venv, name='v-upgraded', workers=1)
+    knew_it = make_check('v-upgraded')
+    knew_it.check_id = 'test:before'
+    dd_run_check(knew_it)
+    datadog_agent.assert_metadata('test:before', {'version.raw': OLD})
+    datadog_agent.reset()
+
+    pip_install(old_venv, '--upgrade', f'gunicorn=={NEW}')
+    fresh = make_check('v-upgraded')
+    fresh.check_id = 'test:after'
+    dd_run_check(fresh)
+    dd_run_check(knew_it)
+
+    datadog_agent.assert_metadata_count(0)
+    (warning,) = fresh.get_warnings()
+    assert f'gunicorn {NEW} was installed' in warning and f'master {server.master_pid}' in warning
+    assert f'A restart of the master would run gunicorn {NEW}.' in warning
+    assert knew_it.get_warnings() == []  # it read the disk before the upgrade, when it still told the truth
+    dd_run_check(fresh)
+    assert fresh.get_warnings() == [warning]  # it holds while the master runs: shown at every run
+
+
+def test_an_upgrade_under_a_running_master_is_not_taken_from_the_command_either(
+    old_venv, venv_server, make_check, dd_run_check, datadog_agent, maps_denied
+):
+    server = venv_server(old_venv, name='v-upgraded-cmd', workers=1)
+    command = str(old_venv.parent / 'gunicorn')
+    knew_it = make_check('v-upgraded-cmd', gunicorn=command)
+    knew_it.check_id = 'test:before'
+    dd_run_check(knew_it)
+    datadog_agent.assert_metadata('test:before', {'version.raw': OLD})
+    datadog_agent.reset()
+
+    pip_install(old_venv, '--upgrade', f'gunicorn=={NEW}')
+    fresh = make_check('v-upgraded-cmd', gunicorn=command)
+    fresh.check_id = 'test:after'
+    dd_run_check(fresh)
+
+    datadog_agent.assert_metadata_count(0)
+    (warning,) = fresh.get_warnings()
+    assert f'`{command}` (gunicorn {NEW})' in warning and f'master {server.master_pid}' in warning
+    assert f'A restart of the master would run gunicorn {NEW}' in warning
+
+
+def test_start_time_is_known_to_a_clock_tick_not_a_second():
+    # Installs followed by a restart within the same second must still be told apart.
+    before = time.time()
+    proc = subprocess.Popen(['sleep', '60'])
+    after = time.time()
+    try:
+        started = version.started_at(procfs.read_stat(proc.pid))
+    finally:
+        proc.kill()
+        proc.wait()
+
+    assert before - 1 / procfs.CLOCK_TICKS <= started <= after
 
 
 def test_newest_master_wins_and_gone_masters_are_forgotten(gunicorn_server):
@@ -132,7 +221,7 @@ def test_as_nobody_the_installation_is_unreadable(gunicorn_server):
 
     def read():
         try:
-            return version.installed_version(server.master_pid)
+            return version.installation(server.master_pid).version
         except psutil.AccessDenied:
             return 'AccessDenied'
 

@@ -5,10 +5,21 @@ environment it runs in; gunicorn's distribution metadata is read from the same
 folder(s), through /proc/PID/root so that it also works across containers. Only when
 that is not readable (the Agent runs as another user than gunicorn) is the configured
 `gunicorn` command run, once per master.
+
+What is on disk is what the master runs only if it was there when the master started:
+`pip install -U` under a running master writes a new dist-info folder while the master
+keeps the modules it imported. So the version is sent only when gunicorn's metadata (or
+the configured command, which pip rewrites with every install) last changed before the
+master started; otherwise no version is sent, and the problem says what a restart would run.
 """
 
 import importlib.metadata
+import os
 import re
+import shutil
+import time
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 import psutil
 
@@ -17,24 +28,97 @@ from datadog_checks.base.utils.subprocess_output import get_subprocess_output
 from . import procfs
 
 PACKAGE_FOLDERS = re.compile(r'^(.*?/(?:site|dist)-packages)/')
+METADATA_FOLDER = re.compile(r'^gunicorn-[^-]+\.(?:dist|egg)-info$', re.IGNORECASE)
+# The folder's own change time covers files added to it; METADATA (PKG-INFO for an egg) holds
+# the version read, and pip writes RECORD last.
+METADATA_FILES = ('METADATA', 'PKG-INFO', 'RECORD')
 VERSION_OUTPUT = re.compile(r'gunicorn \(version ([^)\s]+)\)')
+
+# An install that finished before the master started can look up to this much later than the
+# start: start ticks are truncated to a tick, and the boot time comes from two clock reads
+# one after the other. (File change times come from a coarse clock that lags: never later.)
+START_SLACK = 2 / procfs.CLOCK_TICKS
+
+INSTALLED_AFTER_START = (
+    'gunicorn {version} was installed in {folder} at {changed}, after gunicorn master {pid} started (at '
+    '{started}): the master still runs the gunicorn it loaded then, whose version cannot be read, so no '
+    'version is sent. A restart of the master would run gunicorn {version}.'
+)
+COMMAND_CHANGED_AFTER_START = (
+    '`{command}` (gunicorn {version}) changed at {changed}, after gunicorn master {pid} started (at '
+    '{started}): the master still runs the gunicorn it loaded then, whose version cannot be read, so no '
+    'version is sent. A restart of the master would run gunicorn {version}, if `{command}` is the '
+    'gunicorn of that app.'
+)
+UNKNOWN = (
+    'Cannot determine the version of gunicorn master {pid}: reading its libraries: {reason}; '
+    '{command_error}. Set `gunicorn` to the gunicorn executable of that app.'
+)
 
 
 class VersionNotFound(Exception):
     pass
 
 
-def installed_version(pid, root='/proc'):
-    """gunicorn's version from the package folders mapped into the master's memory."""
+class Installation(NamedTuple):
+    version: str
+    folder: str  # the package folder holding it, as the master sees it
+    changed_at: float  # wall-clock time of the last change to gunicorn's metadata there
+
+
+def installation(pid, root='/proc'):
+    """gunicorn's installation in the package folders mapped into the master's memory."""
+    for folder in package_folders(pid, root):
+        seen_from_here = f'{root}/{pid}/root{folder}'
+        metadata = metadata_folder(seen_from_here)
+        if metadata is None:
+            continue
+        found = importlib.metadata.Distribution.at(metadata).version
+        if found:
+            return Installation(found, folder, changed_at(metadata))
+    raise VersionNotFound(f'no gunicorn package next to the libraries mapped by process {pid}')
+
+
+def package_folders(pid, root='/proc'):
+    """The site-packages folders of the files mapped by PID, as PID sees them, sorted."""
     folders = set()
     for path in procfs.read_mapped_paths(pid, root):
         match = PACKAGE_FOLDERS.match(path)
         if match:
-            folders.add(f'{root}/{pid}/root{match.group(1)}')
-    for folder in sorted(folders):
-        for distribution in importlib.metadata.distributions(name='gunicorn', path=[folder]):
-            return distribution.version
-    raise VersionNotFound(f'no gunicorn package next to the libraries mapped by process {pid}')
+            folders.add(match.group(1))
+    return sorted(folders)
+
+
+def metadata_folder(folder):
+    """Path of gunicorn's dist-info (or egg-info) folder in a package folder, or None."""
+    try:
+        names = sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+    for name in names:
+        if METADATA_FOLDER.match(name):
+            return os.path.join(folder, name)
+    return None
+
+
+def changed_at(metadata):
+    """When a metadata folder, or the files in it that say which release it is, last changed.
+    The change time (ctime), which no installer sets back, unlike the modification time."""
+    times = [os.stat(metadata).st_ctime]
+    for name in METADATA_FILES:
+        try:
+            times.append(os.stat(os.path.join(metadata, name)).st_ctime)
+        except (FileNotFoundError, NotADirectoryError):  # Debian ships some egg-info as one file
+            continue
+    return max(times)
+
+
+def started_at(stat):
+    """Wall-clock time at which a process started, to a clock tick. Its start ticks count on
+    CLOCK_BOOTTIME; the boot time is read on that clock too rather than from /proc/stat's btime,
+    which is truncated to the second: an install and a restart within one second stay ordered."""
+    boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    return boot + stat.start_ticks / procfs.CLOCK_TICKS
 
 
 def command_version(command, log):
@@ -49,6 +133,18 @@ def command_version(command, log):
     return match.group(1)
 
 
+def command_changed_at(command):
+    """When the configured command last changed: pip writes gunicorn's script anew at every install."""
+    path = shutil.which(command)
+    if path is None:
+        raise VersionNotFound(f'`{command}` is not an executable on the PATH')
+    return os.stat(path).st_ctime
+
+
+def utc(timestamp):
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(sep=' ', timespec='milliseconds')
+
+
 class Versions:
     """Each master's version, determined the first time the master is seen and kept while it runs."""
 
@@ -56,29 +152,47 @@ class Versions:
         self.command = command
         self.log = log
         self.root = root
-        self.by_master = {}  # Proc.key -> version string, or None when it could not be found
+        # Proc.key -> (version, problem): either may be None. Kept whole so that a lasting problem
+        # is returned at every run without reading the disk or running the command again.
+        self.by_master = {}
 
     def newest(self, masters):
         """(version, problem) of the most recently started master, the one that outlives a USR2
-        upgrade. Either may be None; a problem is returned only the first time a master is seen."""
+        upgrade. Either may be None; a problem is returned at every call while that master runs."""
         current = {master.key for master in masters}
-        self.by_master = {key: version for key, version in self.by_master.items() if key in current}
+        self.by_master = {key: outcome for key, outcome in self.by_master.items() if key in current}
         if not masters:
             return None, None
         master = max(masters, key=lambda m: m.stat.start_ticks)
-        if master.key in self.by_master:
-            return self.by_master[master.key], None
-        version, problem = None, None
+        if master.key not in self.by_master:
+            self.by_master[master.key] = self.determine(master)
+        return self.by_master[master.key]
+
+    def determine(self, master):
+        started = started_at(master.stat)
         try:
-            version = installed_version(master.pid, self.root)
+            found = installation(master.pid, self.root)
         except (psutil.Error, procfs.ProcfsError, VersionNotFound, OSError) as installed_error:
-            try:
-                version = command_version(self.command, self.log)
-            except VersionNotFound as command_error:
-                reason = 'permission denied' if isinstance(installed_error, psutil.AccessDenied) else installed_error
-                problem = (
-                    f'Cannot determine the version of gunicorn master {master.pid}: reading its libraries: '
-                    f'{reason}; {command_error}. Set `gunicorn` to the gunicorn executable of that app.'
-                )
-        self.by_master[master.key] = version
-        return version, problem
+            return self.from_command(master, started, installed_error)
+        if found.changed_at > started + START_SLACK:
+            return None, INSTALLED_AFTER_START.format(
+                version=found.version,
+                folder=found.folder,
+                changed=utc(found.changed_at),
+                pid=master.pid,
+                started=utc(started),
+            )
+        return found.version, None
+
+    def from_command(self, master, started, installed_error):
+        try:
+            version = command_version(self.command, self.log)
+            changed = command_changed_at(self.command)
+        except (VersionNotFound, OSError) as command_error:
+            reason = 'permission denied' if isinstance(installed_error, psutil.AccessDenied) else installed_error
+            return None, UNKNOWN.format(pid=master.pid, reason=reason, command_error=command_error)
+        if changed > started + START_SLACK:
+            return None, COMMAND_CHANGED_AFTER_START.format(
+                command=self.command, version=version, changed=utc(changed), pid=master.pid, started=utc(started)
+            )
+        return version, None
