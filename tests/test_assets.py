@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 import jsonschema
+import psutil
 import pytest
 
 from datadog_checks.dev.tooling.datastructures import JSONDict
@@ -23,6 +24,8 @@ from datadog_checks.dev.tooling.manifest_validator.v2.validator import (
     TileDescriptionValidator,
 )
 from datadog_checks.gunicorn import metrics
+
+from .server import title
 
 # The validate package re-exports its click commands under the module names, so `from ... import
 # dashboards` gives the command; the modules hold the rules (required fields, valid pages) we reuse.
@@ -102,6 +105,8 @@ def test_manifest_matches_schema(manifest):
         pytest.param(lambda m: m['assets']['monitors'].update(x='assets/monitors/x.yaml'), id='not-json'),
         pytest.param(lambda m: m['tile'].update(description='x' * 81), id='long-description'),
         pytest.param(lambda m: m.update(app_uuid='not-a-uuid'), id='bad-uuid'),
+        pytest.param(lambda m: m['assets']['integration'].update(source_type_id='60'), id='source-type-id-string'),
+        pytest.param(lambda m: m['assets']['integration'].update(process_signatures=['']), id='empty-signature'),
     ],
 )
 def test_schema_rejects_broken_manifests(manifest, mutate):
@@ -159,6 +164,45 @@ def test_manifest_names_this_integration(manifest, metadata_names):
     assert manifest['assets']['logs'] == {'source': 'gunicorn'}
     # Datadog requires the log category whenever an integration declares a log source.
     assert 'Category::Log Collection' in manifest['tile']['classifier_tags']
+
+
+# The bundled integration's identity, which ours must keep
+
+# The app knows an installed integration by its app_uuid and source type: with new ones, an org
+# that had the bundled integration would see ours as a different integration, beside it.
+BUNDLED_APP_UUID = '49687997-bbf2-45db-9b4f-223cf7c492ed'
+BUNDLED_SOURCE_TYPE_ID = 60
+# Metrics the bundled metadata.csv names that our StatsD family had left out.
+BUNDLED_ONLY_STATUS_METRICS = {f'gunicorn.request.status.{code}' for code in (100, 102, 419, 512)}
+
+
+def test_manifest_keeps_the_bundled_integration_ids(manifest):
+    integration = manifest['assets']['integration']
+    assert manifest['app_uuid'] == BUNDLED_APP_UUID
+    assert integration['source_type_id'] == BUNDLED_SOURCE_TYPE_ID
+    assert integration['source_type_name'] == 'Gunicorn'
+    assert integration['process_signatures'] == ['gunicorn: master']
+
+
+def test_process_signature_names_the_master_and_not_its_workers(manifest, gunicorn_server):
+    # The signature is how the app spots gunicorn on a host; held against a real master's title.
+    (signature,) = manifest['assets']['integration']['process_signatures']
+    server = gunicorn_server(name='signature', workers=1)
+    assert title(psutil.Process(server.master_pid)).startswith(signature)
+    workers = [title(worker) for worker in server.workers()]
+    assert workers and not any(worker.startswith(signature) for worker in workers)
+
+
+def test_metadata_names_the_bundled_status_metrics(metadata_names):
+    with open(ROOT / 'metadata.csv', encoding='utf-8', newline='') as f:
+        rows = {row['metric_name']: row for row in csv.DictReader(f)}
+    assert BUNDLED_ONLY_STATUS_METRICS <= metadata_names
+    family = {
+        (row['metric_type'], row['interval'], row['unit_name'], row['per_unit_name'])
+        for name, row in rows.items()
+        if name.startswith('gunicorn.request.status.')
+    }
+    assert family == {('rate', '10', 'response', 'second')}
 
 
 # Service checks
