@@ -142,6 +142,7 @@ class TcpSocket(NamedTuple):
     state: int
     rx_queue: int  # for a LISTEN socket: connections waiting in the accept queue
     inode: int  # 0 while a connection waits in the accept queue: no process holds it yet
+    info: object = None  # sockdiag.TcpInfo where sock_diag was asked for it; /proc/net/tcp has none
 
 
 class UnixSocket(NamedTuple):

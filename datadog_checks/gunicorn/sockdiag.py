@@ -3,12 +3,16 @@
 /proc/PID/net/tcp always walks the whole established hash table, whose size grows with
 the host's memory: about 2 ms per read on a 24 GB host, whatever the number of sockets.
 A sock_diag dump of LISTEN sockets walks only the listening hash, a hundredth of that,
-which is what makes reading accept queues every run affordable. Netlink answers for the
-caller's network namespace only: callers use it for masters in the Agent's own namespace.
+which is what makes reading accept queues every run affordable. Connections are dumped
+with a kernel-side filter on the listeners' ports, so other apps' sockets never reach
+Python, and with `tcp_info`, which tells whether a request is in flight on each.
+Netlink answers for the caller's network namespace only: callers use it for masters in
+the Agent's own namespace.
 """
 
 import socket
 import struct
+from typing import NamedTuple
 
 from .procfs import TcpSocket
 
@@ -20,21 +24,70 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 HEADER = struct.Struct('=IHHII')  # struct nlmsghdr
 REQUEST = struct.Struct('=BBBBI48x')  # struct inet_diag_req_v2, with an all-zero inet_diag_sockid
+ATTRIBUTE = struct.Struct('=HH')  # struct nlattr / struct rtattr: length, type
+DIAG_MSG_SIZE = 72  # struct inet_diag_msg
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_INFO = 2
 TIMEOUT = 1.0
+
+# inet_diag bytecode (linux/inet_diag.h): an op is code, jump if yes, jump if no (bytes).
+BC_OP = struct.Struct('=BBH')
+BC_JMP = 1
+BC_S_GE = 2
+BC_S_LE = 3
+
+# struct tcp_info offsets (linux/tcp.h); the kernel sends as much of it as it knows.
+TCP_INFO = {
+    'unacked': 24,
+    'last_data_sent': 44,  # ms since data was last sent
+    'last_data_recv': 52,  # ms since data was last received
+    'notsent_bytes': 144,
+    'data_segs_in': 152,
+    'data_segs_out': 156,
+}
+TCP_INFO_NEEDED = 160  # Linux 4.6 and later send at least this much
 
 
 class SockDiagUnavailable(Exception):
     """The kernel or a sandbox (seccomp, a missing module) refuses sock_diag."""
 
 
-def dump_tcp(family, states):
+class TcpInfo(NamedTuple):
+    """What the kernel's tcp_info says of a server-side connection, as `ss -ti` shows it."""
+
+    unacked: int
+    last_data_sent: int
+    last_data_recv: int
+    notsent_bytes: int
+    data_segs_in: int
+    data_segs_out: int
+
+    @property
+    def request_in_flight(self):
+        """A request arrived and its response is not complete: data came in and nothing went
+        out yet, or data came in more recently than data went out, or response bytes are
+        still unsent or unacknowledged. The times are whole milliseconds (jiffies, really):
+        equal times after a response are a kept-alive connection that answered quickly."""
+        if not self.data_segs_in:
+            return False  # accepted, no request yet
+        if not self.data_segs_out or self.notsent_bytes or self.unacked:
+            return True
+        return self.last_data_recv < self.last_data_sent
+
+
+def dump_tcp(family, states, ports=None, info=False):
     """TcpSocket of every TCP socket of `family` (AF_INET or AF_INET6) whose state is one of
-    `states` (TCP_* numbers), in the caller's network namespace. For a LISTEN socket,
-    rx_queue is its accept queue, as in /proc/net/tcp."""
+    `states` (TCP_* numbers), in the caller's network namespace; with `ports`, only sockets
+    whose local port is one of them, filtered by the kernel. For a LISTEN socket, rx_queue
+    is its accept queue, as in /proc/net/tcp. With `info`, each socket's `info` is its
+    TcpInfo, or None where the kernel sent too little of it."""
     mask = 0
     for state in states:
         mask |= 1 << state
-    request = REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, mask)
+    extensions = 1 << (INET_DIAG_INFO - 1) if info else 0
+    request = REQUEST.pack(family, socket.IPPROTO_TCP, extensions, 0, mask)
+    if ports:
+        request += _attribute(INET_DIAG_REQ_BYTECODE, port_filter(ports))
     header = HEADER.pack(HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
@@ -48,13 +101,38 @@ def dump_tcp(family, states):
         raise SockDiagUnavailable(f'sock_diag netlink: {e.strerror or e}') from None
 
 
+def port_filter(ports):
+    """Bytecode that accepts a socket whose local port is any of `ports`. Each port is a
+    `>= p` and `<= p` pair (understood by every kernel, unlike the newer S_EQ) that jumps to
+    the next port when it fails; a JMP after each pair but the last accepts. A program
+    accepts by running exactly to its end and rejects by jumping 4 bytes past it."""
+    ports = sorted(set(ports))
+    pair = 4 * BC_OP.size
+    size = (pair + BC_OP.size) * (len(ports) - 1) + pair
+    code = b''
+    for index, port in enumerate(ports):
+        last = index == len(ports) - 1
+        to_next = size - len(code) + BC_OP.size if last else pair + BC_OP.size
+        code += BC_OP.pack(BC_S_GE, 2 * BC_OP.size, to_next) + BC_OP.pack(0, 0, port)
+        code += BC_OP.pack(BC_S_LE, 2 * BC_OP.size, to_next - 2 * BC_OP.size) + BC_OP.pack(0, 0, port)
+        if not last:
+            # yes=4 keeps the kernel's audit, which walks the yes jumps, in step with the code.
+            code += BC_OP.pack(BC_JMP, BC_OP.size, size - len(code))
+    return code
+
+
+def _attribute(kind, payload):
+    length = ATTRIBUTE.size + len(payload)
+    return ATTRIBUTE.pack(length, kind) + payload + b'\0' * (-length % 4)
+
+
 def _parse(data, family, sockets):
     """Append the sockets of one datagram; True once the dump is done."""
     offset = 0
     address_size = 4 if family == socket.AF_INET else 16
     while offset + HEADER.size <= len(data):
         length, kind = HEADER.unpack_from(data, offset)[:2]
-        if length < HEADER.size:
+        if length < HEADER.size or offset + length > len(data):
             raise SockDiagUnavailable(f'sock_diag netlink: a message of {length} bytes')
         body = offset + HEADER.size
         if kind == NLMSG_DONE:
@@ -62,12 +140,28 @@ def _parse(data, family, sockets):
         if kind == NLMSG_ERROR:
             (error,) = struct.unpack_from('=i', data, body)
             raise OSError(-error, f'the kernel answered error {-error}')
+        if length < HEADER.size + DIAG_MSG_SIZE:
+            raise SockDiagUnavailable(f'sock_diag netlink: a socket message of {length} bytes')
         # struct inet_diag_msg: family, state, timer, retrans; sockid (sport, dport big-endian,
         # src[16], dst[16], if, cookie[2]); expires, rqueue, wqueue, uid, inode.
         state = data[body + 1]
         (port,) = struct.unpack_from('>H', data, body + 4)
         ip = socket.inet_ntop(family, data[body + 8 : body + 8 + address_size])
         rqueue, _, _, inode = struct.unpack_from('=IIII', data, body + 56)
-        sockets.append(TcpSocket(ip, port, state, rqueue, inode))
+        info = _tcp_info(data, body + DIAG_MSG_SIZE, offset + length)
+        sockets.append(TcpSocket(ip, port, state, rqueue, inode, info))
         offset += (length + 3) & ~3
     return False
+
+
+def _tcp_info(data, start, end):
+    """The TcpInfo among a socket message's attributes, or None."""
+    while start + ATTRIBUTE.size <= end:
+        length, kind = ATTRIBUTE.unpack_from(data, start)
+        if length < ATTRIBUTE.size:
+            return None
+        if kind == INET_DIAG_INFO and length - ATTRIBUTE.size >= TCP_INFO_NEEDED:
+            base = start + ATTRIBUTE.size
+            return TcpInfo(*(struct.unpack_from('=I', data, base + at)[0] for at in TCP_INFO.values()))
+        start += (length + 3) & ~3
+    return None
