@@ -45,6 +45,7 @@ def test_counts_workers_with_tags_and_metadata(gunicorn_server, make_check, dd_r
     aggregator.assert_metric('gunicorn.listener.queued', value=0, tags=listener, count=1)
     aggregator.assert_metric('gunicorn.listener.active', value=0, tags=listener, count=1)
     aggregator.assert_metric('gunicorn.connections.active', value=0, tags=tags, count=1)
+    aggregator.assert_metric('gunicorn.requests.in_flight', value=0, tags=tags, count=1)
     for name in ('gunicorn.worker.memory.rss.sum', 'gunicorn.worker.memory.rss.max', 'gunicorn.master.uptime'):
         aggregator.assert_metric(name, tags=tags, count=1)
     aggregator.assert_metric('gunicorn.worker.heartbeat.age.max', tags=tags, count=1)

@@ -3,6 +3,7 @@
 import ctypes
 import ctypes.util
 import json
+import logging
 import os
 import signal
 import socket
@@ -307,6 +308,8 @@ def test_unprivileged_agent_falls_back_and_keeps_listener_metrics(gunicorn_serve
 
         aggregator.reset()
         check = make_check('priv', listeners=[f'127.0.0.1:{server.port}'])
+        logged = LogRecords()
+        check.log.logger.addHandler(logged)
         errors, warnings = [], []
         for _ in range(2):
             errors.append(check.run())
@@ -314,6 +317,7 @@ def test_unprivileged_agent_falls_back_and_keeps_listener_metrics(gunicorn_serve
         return {
             'errors': errors,
             'warnings': warnings,
+            'logged': logged.warnings,
             'metrics': {
                 (m.name, tuple(sorted(m.tags))): m.value for n in aggregator.metric_names for m in aggregator.metrics(n)
             },
@@ -329,7 +333,8 @@ def test_unprivileged_agent_falls_back_and_keeps_listener_metrics(gunicorn_serve
     assert seen['errors'] == ['', '']
     first, second = seen['warnings']
     assert any(w.startswith('Cannot read /proc/<PID>/fd of the gunicorn workers') for w in first)
-    assert second == [], 'the fallback is said once, at the first run'
+    assert second == first, 'the Agent status shows the lasting condition at every run'
+    assert sum(w.startswith('Cannot read /proc/<PID>/fd') for w in seen['logged']) == 1, 'logged once, not every run'
     listener = ('app:priv', f'listener:127.0.0.1:{server.port}')
     assert seen['metrics'][('gunicorn.listener.active', listener)] == 1
     assert seen['metrics'][('gunicorn.listener.queued', listener)] == 0
@@ -337,6 +342,15 @@ def test_unprivileged_agent_falls_back_and_keeps_listener_metrics(gunicorn_serve
     states = {tags: value for (name, tags), value in seen['metrics'].items() if name == 'gunicorn.workers'}
     assert sum(states.values()) == 2  # counted by CPU: the sleeping worker is not seen busy
     assert not any(name == 'gunicorn.worker.heartbeat.age.max' for name, _ in seen['metrics'])
+
+
+class LogRecords(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.warnings = []
+
+    def emit(self, record):
+        self.warnings.append(record.getMessage())
 
 
 def listener_numbers(aggregator, app):

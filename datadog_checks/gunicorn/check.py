@@ -12,7 +12,7 @@ from .diagnose import diagnose_master, diagnose_worker_fds
 from .discovery import MASTER_TITLE, Discovery
 from .sockets import Sockets, parse_listener
 from .version import Versions
-from .workers import WorkerHistory, heartbeat_age, read_worker_fds, worker_states
+from .workers import WorkerHistory, heartbeat_age, read_worker_fds, requests_in_flight, worker_states
 
 FDS_DENIED = (
     'Cannot read /proc/<PID>/fd of the gunicorn workers: busy workers are counted by CPU time, which '
@@ -36,7 +36,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.history = None
         self.versions = None
         self.submitted_version = None
-        self.warned_fds_denied = False
+        self.problems = set()  # lasting conditions reported at the previous run
+        self.problems_now = set()  # ... and at this one
         self.check_initializations.append(self.build_state)
         self.diagnosis.register(self.diagnose)
 
@@ -68,22 +69,34 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         diagnose_worker_fds(self, snapshot)
 
     def check(self, _):
+        self.problems, self.problems_now = self.problems_now, set()
+        try:
+            self.run_once()
+        finally:
+            for problem in self.problems - self.problems_now:
+                self.log.info('No longer the case: %s', problem)
+
+    def run_once(self):
         now = time.monotonic()
         snapshot = self.discovery.run(now)
         fds_by_key = self.read_fds(snapshot.workers)
         held = set().union(*(fds.socket_inodes for fds in fds_by_key.values()))
-        sockets = self.sockets.sample(snapshot.masters, held, len(fds_by_key) == len(snapshot.workers))
+        fds_complete = len(fds_by_key) == len(snapshot.workers)
+        sockets = self.sockets.sample(snapshot.masters, held, fds_complete)
         for problem in snapshot.problems + sockets.problems:
-            self.warning(problem)
+            self.report(problem)
 
         change = self.history.compare(snapshot.workers, now)
-        states = worker_states(snapshot.workers, fds_by_key, sockets.served_inodes, change.cpu_advanced)
+        states = worker_states(snapshot.workers, fds_by_key, sockets.connections, change.cpu_advanced)
         working = sum(1 for state in states.values() if state == metrics.WORKING)
         self.gauge(metrics.WORKERS, working, tags=[*self.app_tags, f'state:{metrics.WORKING}'])
         self.gauge(metrics.WORKERS, len(states) - working, tags=[*self.app_tags, f'state:{metrics.IDLE}'])
 
         self.submit_pool(snapshot, change)
         self.submit_sockets(sockets)
+        if sockets.listeners and fds_complete:
+            in_flight = requests_in_flight(fds_by_key, sockets.connections)
+            self.gauge(metrics.REQUESTS_IN_FLIGHT, in_flight, tags=self.app_tags)
         heartbeat_ages = self.heartbeat_ages(snapshot.workers, fds_by_key)
         if self.config.control_socket:
             master_seen_ages = self.submit_control()
@@ -93,6 +106,15 @@ class GunicornCheck(AgentCheck, ConfigMixin):
 
         self.submit_is_running(snapshot)
         self.submit_version(snapshot.masters)
+
+    def report(self, problem):
+        """A condition that holds now: shown in the Agent status at every run while it holds, so
+        the instance never reads OK over it, but logged only when it starts."""
+        if problem in self.problems:
+            self.warnings.append(problem)
+        else:
+            self.warning(problem)
+        self.problems_now.add(problem)
 
     def heartbeat_ages(self, workers, fds_by_key):
         wall_now = time.time()
@@ -110,10 +132,9 @@ class GunicornCheck(AgentCheck, ConfigMixin):
                 denied = True
             except psutil.NoSuchProcess:
                 continue
-        if (denied or self.sockets.fds_denied) and not self.warned_fds_denied:
-            self.warned_fds_denied = True
+        if denied:
             listeners = '' if self.config.listeners else '; set `listeners` for the backlog metrics'
-            self.warning(FDS_DENIED.format(listeners=listeners))
+            self.report(FDS_DENIED.format(listeners=listeners))
         return fds_by_key
 
     def submit_pool(self, snapshot, change):
@@ -143,7 +164,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         try:
             stats = read_stats(self.config.control_socket)
         except ControlError as e:
-            self.warning('Cannot read gunicorn\'s control socket %s', e)
+            self.report(f"Cannot read gunicorn's control socket {e}")
             return []
         self.gauge(metrics.MASTER_WORKERS_TARGET, stats.workers_target, tags=self.app_tags)
         self.monotonic_count(metrics.MASTER_WORKERS_SPAWNED, stats.workers_spawned, tags=self.app_tags)
@@ -154,10 +175,9 @@ class GunicornCheck(AgentCheck, ConfigMixin):
     def submit_is_running(self, snapshot):
         if not snapshot.masters:
             message = f'No process titled `{MASTER_TITLE.format(self.config.proc_name)}` is running.'
-            self.warning(
-                '%s Without the setproctitle package in the app\'s environment, gunicorn keeps its '
-                'command line as its title and cannot be told apart.',
-                message,
+            self.report(
+                f"{message} Without the setproctitle package in the app's environment, gunicorn keeps its "
+                'command line as its title and cannot be told apart.'
             )
             self.service_check(metrics.SERVICE_CHECK_RUNNING, self.CRITICAL, tags=self.app_tags, message=message)
         elif not snapshot.workers:
@@ -172,7 +192,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             return
         version, problem = self.versions.newest(masters)
         if problem:
-            self.warning(problem)
+            self.report(problem)
         if version and version != self.submitted_version:
             self.set_metadata('version', version)
             self.submitted_version = version

@@ -16,8 +16,9 @@ WORKER_CPU = 'gunicorn.worker.cpu.utilization'  # gauge, percent of one core, al
 WORKER_HEARTBEAT_AGE_MAX = 'gunicorn.worker.heartbeat.age.max'  # gauge, seconds since the stalest heartbeat
 MASTER_UPTIME = 'gunicorn.master.uptime'  # gauge, seconds, of the most recently started master
 
-# Sockets, from /proc/PID/net/* (sockets.py)
+# Sockets, from the kernel's socket tables (sockets.py, sockdiag.py) and the workers' fds
 CONNECTIONS_ACTIVE = 'gunicorn.connections.active'  # gauge: client connections held by workers
+REQUESTS_IN_FLIGHT = 'gunicorn.requests.in_flight'  # gauge: requests being served, keep-alive waits excluded
 LISTENER_QUEUED = 'gunicorn.listener.queued'  # gauge, tagged listener:ADDRESS: accept queue
 LISTENER_ACTIVE = 'gunicorn.listener.active'  # gauge, tagged listener:ADDRESS: accepted, not closed
 

@@ -1,12 +1,17 @@
-"""The addresses gunicorn listens on, their accept queues, and the connections being served.
+"""The addresses gunicorn's workers serve, their accept queues, and the connections being served.
 
-Everything comes from the kernel's socket tables in the master's network namespace
-(/proc/PID/net/tcp, tcp6, unix), which any user may read. Knowing which sockets are
-gunicorn's listeners needs the master's fds (root or gunicorn's user); without them the
-`listeners` option names the addresses. As Raindrops does for unicorn:
-- queued: connections the kernel completed that no worker has accepted yet (a TCP LISTEN
-  socket's rx_queue; for a Unix socket, connections on its path that no process holds);
-- active: connections on the address that a worker accepted and has not closed.
+An app's listeners are the listening sockets its workers hold: inherited from the master,
+or each worker's own with `--reuse-port` on gunicorn >= 24 (the master then holds none).
+A socket only the master holds (its control socket) is never a listener. Knowing which
+sockets a worker holds needs its fds (root or gunicorn's user); without them the
+`listeners` option names the addresses. Everything else comes from the kernel's socket
+tables in the master's network namespace. As Raindrops does for unicorn:
+- queued: connections the kernel completed that no worker has accepted yet (the sum of the
+  accept queues of every socket on the address; for a Unix socket, connections on its path
+  that no process holds);
+- active: connections on the address that a worker accepted and has not closed;
+- whether a request is in flight on a connection: the kernel's tcp_info (sockdiag.py), for
+  TCP in the Agent's network namespace; unknown (None) for Unix sockets and elsewhere.
 """
 
 import ipaddress
@@ -20,6 +25,7 @@ from . import procfs, sockdiag
 
 ANY_ADDRESSES = frozenset({'0.0.0.0', '::'})
 SERVED_TCP_STATES = frozenset({procfs.TCP_ESTABLISHED, procfs.TCP_CLOSE_WAIT})
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 class Listener(NamedTuple):
@@ -33,6 +39,10 @@ class Listener(NamedTuple):
         if self.path:
             return f'unix:{self.path}'
         return f'[{self.host}]:{self.port}' if ':' in self.host else f'{self.host}:{self.port}'
+
+    @property
+    def family(self):
+        return socket.AF_INET6 if ':' in self.host else socket.AF_INET
 
     def serves(self, tcp_socket):
         """Whether a socket of the TCP tables is on this listener's address."""
@@ -49,9 +59,16 @@ class ListenerStats(NamedTuple):
     active: int
 
 
+class Connection(NamedTuple):
+    """A client connection a worker holds."""
+
+    listener: Listener
+    in_flight: bool  # a request is being served on it; None where the kernel cannot tell
+
+
 class SocketSample(NamedTuple):
     listeners: list  # of ListenerStats, one per address
-    served_inodes: set  # inodes of the client connections workers hold: a worker holding one is working
+    connections: dict  # inode -> Connection, of the client connections the workers hold
     problems: list
 
 
@@ -76,135 +93,190 @@ def parse_listener(text):
     return Listener(host, int(port), '')
 
 
+class NamespaceSample(NamedTuple):
+    queues: dict  # listen socket inode (or a negative number per queued Unix connection) -> (Listener, queue)
+    in_flight: dict  # inode of a held TCP connection -> whether a request is in flight (None: unknown)
+    kernel_active: list  # Listener of each connection the kernel lists on a configured address
+
+
 class Sockets:
-    """Listeners of each master, found once per master, and their counts each run."""
+    """What the sockets the workers hold are, learnt once per socket, and their counts each run."""
 
     def __init__(self, configured, root='/proc'):
         self.configured = list(configured)
         self.root = root
 
         # State kept between runs.
-        self.by_master = {}  # Proc.key -> {Listener: listen socket inode, None for a configured address}
-        self.fds_denied = False  # the master's fds were unreadable: configured addresses stand in
-        self.client_of = {}  # inode of a socket a worker holds -> Listener it was accepted from, or None
+        self.listening = {}  # inode of a listen socket a worker holds -> its Listener
+        self.client_of = {}  # inode of another socket a worker holds -> Listener it was accepted from, or None
         self.netlink = True  # False once sock_diag was refused: /proc/PID/net/tcp* stands in
         self.own_namespace = None  # st_ino of /proc/self/net/tcp, which names the Agent's network namespace
 
     def sample(self, masters, held_inodes, held_complete):
-        """Counts per listener. `held_inodes`: socket inodes the workers hold, from their fds;
-        `held_complete`: whether every worker's fds could be read. When they could, a
-        connection is active because a worker holds it, and the TCP table is walked only
-        for sockets not seen before; otherwise the table is walked every run."""
+        """Counts per listener and the connections the workers hold. `held_inodes`: socket
+        inodes the workers hold, from their fds; `held_complete`: whether every worker's fds
+        could be read. When some could not, the configured addresses stand in for listeners
+        and a connection is active when the kernel lists it on the address."""
         problems = []
-        namespaces = {}  # network namespace -> (pid of a master in it, {Listener: listen inode})
-        for master in masters:
+        self._forget_unheld(held_inodes)
+        configured = [] if held_complete else self.configured
+        queues, in_flight, kernel_active = {}, {}, []
+        for pid, namespace in self._namespaces(masters, problems).items():
             try:
-                listeners = self._listeners(master)
-                namespace = os.stat(f'{self.root}/{master.pid}/net/tcp').st_ino
-            except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
-                continue
-            except (psutil.AccessDenied, procfs.ProcfsError, OSError) as e:
-                problems.append(f'Cannot read the sockets of gunicorn master {master.pid}: {procfs.describe(e)}')
-                continue
-            namespaces.setdefault(namespace, (master.pid, {}))[1].update(listeners)
-        self.by_master = {key: value for key, value in self.by_master.items() if key in {m.key for m in masters}}
-
-        backlog = {}  # (Listener, listen socket inode) -> accept queue: a socket shared by masters counts once
-        kernel_active = set()  # (Listener, inode of a connection a process holds), the kernel's view
-        unknown = {inode for inode in held_inodes if inode not in self.client_of}
-        for namespace, (pid, listeners) in namespaces.items():
-            try:
-                self._read_tables(pid, namespace, listeners, unknown, held_complete, backlog, kernel_active)
+                found = self._sample_namespace(pid, namespace, held_inodes, configured)
             except psutil.NoSuchProcess:
                 continue
             except (psutil.AccessDenied, procfs.ProcfsError) as e:
                 problems.append(f'Cannot read the sockets of gunicorn master {pid}: {procfs.describe(e)}')
-        for inode in unknown:
-            self.client_of.setdefault(inode, None)
-        self.client_of = {inode: self.client_of[inode] for inode in held_inodes}
+                continue
+            queues.update(found.queues)
+            in_flight.update(found.in_flight)
+            kernel_active.extend(found.kernel_active)
+        for inode in self._unknown(held_inodes):
+            self.client_of[inode] = None  # neither a listener nor one of its connections: a database, StatsD...
 
-        served = {inode for inode, listener in self.client_of.items() if listener is not None}
-        if held_complete:
-            active = [self.client_of[inode] for inode in served]
-        else:
-            active = [listener for listener, _ in kernel_active]
-        found = {listener for listener, _ in backlog}
-        for key, listeners in list(self.by_master.items()):
-            gone = [listener for listener in listeners if listener not in found]
-            if any(listeners[listener] is not None for listener in gone):
-                del self.by_master[key]  # a HUP rebound the master elsewhere: read its fds again next run
-            problems.extend(
-                f'No socket listens on {listener.address} in the network namespace of the master'
-                for listener in gone
-                if listeners[listener] is None
-            )
-        queued = dict.fromkeys(found, 0)
-        for (listener, _), queue in backlog.items():
-            queued[listener] += queue
-        stats = [ListenerStats(listener, queued[listener], active.count(listener)) for listener in sorted(found)]
-        return SocketSample(stats, served, problems)
+        connections = {
+            inode: Connection(self.client_of[inode], in_flight.get(inode))
+            for inode in held_inodes
+            if self.client_of.get(inode) is not None
+        }
+        listed = {listener for listener, _ in queues.values()}
+        problems.extend(
+            f'No socket listens on {listener.address} in the network namespace of the master'
+            for listener in configured
+            if listener not in listed
+        )
+        active = [c.listener for c in connections.values()] if held_complete else kernel_active
+        return SocketSample(listener_stats(queues, active), connections, problems)
 
-    def _listeners(self, master):
-        known = self.by_master.get(master.key)
-        if known is not None:
-            return known
-        try:
-            inodes = procfs.socket_inodes(procfs.read_fd_links(master.pid, self.root))
-        except psutil.AccessDenied:
-            self.fds_denied = True
-            self.by_master[master.key] = dict.fromkeys(self.configured)
-            return self.by_master[master.key]
-        listeners = {}
-        for name in ('tcp', 'tcp6'):
-            for sock in procfs.read_net_tcp(master.pid, name, self.root):
-                if sock.state == procfs.TCP_LISTEN and sock.inode in inodes:
-                    listeners[Listener(sock.local_ip, sock.local_port, '')] = sock.inode
-        for sock in procfs.read_net_unix(master.pid, self.root):
-            if sock.flags & procfs.UNIX_ACCEPTING and sock.inode in inodes:
-                listeners[Listener('', 0, sock.path)] = sock.inode
-        self.by_master[master.key] = listeners
-        return listeners
+    def _sample_namespace(self, pid, namespace, held_inodes, configured):
+        """Read the tables of one network namespace, learn what the unknown held sockets are,
+        and count. Each table is read only when there is something to count or learn in it."""
+        unknown = self._unknown(held_inodes)
+        known = set(self.listening.values()) | set(configured)
+        families = FAMILIES if unknown else {lst.family for lst in known if not lst.path}
+        listen = [sock for family in families for sock in self._tcp(pid, namespace, family, {procfs.TCP_LISTEN})]
+        unix_paths = {lst.path for lst in known if lst.path}
+        unix = procfs.read_net_unix(pid, self.root, None if unknown else unix_paths) if unknown or unix_paths else []
+        self._learn_listeners(unknown, listen, unix)
 
-    def _read_tables(self, pid, namespace, listeners, unknown, held_complete, backlog, kernel_active):
-        tcp_listeners = [listener for listener in listeners if not listener.path]
-        paths = {listener.path: listener for listener in listeners if listener.path}
-        if paths:
-            for sock in procfs.read_net_unix(pid, self.root, paths=paths):
-                listener = paths[sock.path]
-                if sock.flags & procfs.UNIX_ACCEPTING:
-                    backlog.setdefault((listener, sock.inode), 0)
-                elif sock.inode == 0:
-                    backlog[(listener, -1)] = backlog.get((listener, -1), 0) + 1  # queued, not yet accepted
-                elif sock.state == procfs.UNIX_CONNECTED:
-                    kernel_active.add((listener, sock.inode))
-                    if sock.inode in unknown:
-                        self.client_of[sock.inode] = listener
-        if not tcp_listeners:
-            return
-        families = {socket.AF_INET6 if ':' in listener.host else socket.AF_INET for listener in tcp_listeners}
-        walk = not held_complete or any(inode not in self.client_of for inode in unknown)
-        for family in families:
-            for sock in self._tcp(pid, namespace, family, walk):
-                listener = next((lst for lst in tcp_listeners if lst.serves(sock)), None)
-                if listener is None:
-                    continue
-                if sock.state == procfs.TCP_LISTEN:
-                    backlog[(listener, sock.inode)] = sock.rx_queue
-                elif sock.inode:
-                    kernel_active.add((listener, sock.inode))
-                    if sock.inode in unknown:
-                        self.client_of[sock.inode] = listener
+        tcp_listeners = [lst for lst in {*self.listening.values(), *configured} if not lst.path]
+        connections = []
+        if tcp_listeners and (unknown or configured or self._holds_tcp_connections(held_inodes)):
+            ports = {lst.port for lst in tcp_listeners}
+            for family in {lst.family for lst in tcp_listeners}:
+                connections += self._tcp(pid, namespace, family, SERVED_TCP_STATES, ports)
+        unix_listeners = {lst.path: lst for lst in {*self.listening.values(), *configured} if lst.path}
+        self._learn_connections(self._unknown(held_inodes), connections, tcp_listeners, unix, unix_listeners)
 
-    def _tcp(self, pid, namespace, family, connected):
-        """LISTEN sockets of PID's network namespace, plus the served ones when `connected`."""
-        states = SERVED_TCP_STATES | {procfs.TCP_LISTEN} if connected else {procfs.TCP_LISTEN}
+        return NamespaceSample(
+            queues={**tcp_queues(listen, self.listening, configured), **unix_queues(unix, unix_listeners)},
+            in_flight={
+                sock.inode: sock.info.request_in_flight if sock.info else None
+                for sock in connections
+                if sock.inode in held_inodes
+            },
+            kernel_active=served_on(configured, connections, unix),
+        )
+
+    def _unknown(self, held_inodes):
+        return {inode for inode in held_inodes if inode not in self.listening and inode not in self.client_of}
+
+    def _forget_unheld(self, held_inodes):
+        """Socket inodes are reused once closed: forget every socket no worker holds any more."""
+        self.listening = {inode: lst for inode, lst in self.listening.items() if inode in held_inodes}
+        self.client_of = {inode: lst for inode, lst in self.client_of.items() if inode in held_inodes}
+
+    def _holds_tcp_connections(self, held_inodes):
+        return any(lst is not None and not lst.path for inode, lst in self.client_of.items() if inode in held_inodes)
+
+    def _learn_listeners(self, unknown, listen, unix):
+        for sock in listen:
+            if sock.inode in unknown:
+                self.listening[sock.inode] = Listener(sock.local_ip, sock.local_port, '')
+        for sock in unix:
+            if sock.inode in unknown and sock.flags & procfs.UNIX_ACCEPTING:
+                self.listening[sock.inode] = Listener('', 0, sock.path)
+
+    def _learn_connections(self, unknown, connections, tcp_listeners, unix, unix_listeners):
+        for sock in connections:
+            if sock.inode in unknown:
+                self.client_of[sock.inode] = next((lst for lst in tcp_listeners if lst.serves(sock)), None)
+        for sock in unix:
+            if sock.inode in unknown and sock.state == procfs.UNIX_CONNECTED:
+                self.client_of[sock.inode] = unix_listeners.get(sock.path)
+
+    def _namespaces(self, masters, problems):
+        """pid of one master per network namespace -> that namespace's st_ino."""
+        namespaces = {}
+        for master in masters:
+            try:
+                namespace = os.stat(f'{self.root}/{master.pid}/net/tcp').st_ino
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            except OSError as e:
+                problems.append(f'Cannot read the sockets of gunicorn master {master.pid}: {e.strerror or e}')
+                continue
+            if namespace not in namespaces.values():
+                namespaces[master.pid] = namespace
+        return namespaces
+
+    def _tcp(self, pid, namespace, family, states, ports=None):
+        """TCP sockets of PID's network namespace in `states`, on `ports` when given: from
+        sock_diag in the Agent's own namespace (with tcp_info for connections), otherwise
+        from /proc/PID/net/tcp*."""
         if self.own_namespace is None:
             # Every process of one network namespace shows the same /proc/PID/net/tcp entry.
             self.own_namespace = os.stat('/proc/self/net/tcp').st_ino
         if self.netlink and namespace == self.own_namespace:
             try:
-                return sockdiag.dump_tcp(family, states)
+                return sockdiag.dump_tcp(family, states, ports, info=procfs.TCP_LISTEN not in states)
             except sockdiag.SockDiagUnavailable:
                 self.netlink = False
         name = 'tcp6' if family == socket.AF_INET6 else 'tcp'
-        return [sock for sock in procfs.read_net_tcp(pid, name, self.root) if sock.state in states]
+        return [
+            sock
+            for sock in procfs.read_net_tcp(pid, name, self.root)
+            if sock.state in states and (ports is None or sock.local_port in ports)
+        ]
+
+
+def tcp_queues(listen, listening, configured):
+    """listen socket inode -> (Listener, accept queue), for the held and configured TCP listeners."""
+    queues = {}
+    for sock in listen:
+        listener = listening.get(sock.inode) or next((lst for lst in configured if lst.serves(sock)), None)
+        if listener is not None:
+            queues[sock.inode] = (listener, sock.rx_queue)
+    return queues
+
+
+def unix_queues(unix, listeners):
+    """Like tcp_queues for Unix listeners (path -> Listener): a connection the kernel completed
+    and nobody accepted yet has inode 0 and its listener's path; each counts one, under a key
+    of its own that no inode takes."""
+    queues = {}
+    for index, sock in enumerate(unix):
+        listener = listeners.get(sock.path)
+        if listener is None:
+            continue
+        if sock.flags & procfs.UNIX_ACCEPTING:
+            queues.setdefault(sock.inode, (listener, 0))
+        elif sock.inode == 0:
+            queues[-1 - index] = (listener, 1)
+    return queues
+
+
+def served_on(configured, connections, unix):
+    """Listener of each connection the kernel lists on a configured address, accepted by anyone."""
+    tcp = [lst for sock in connections if sock.inode for lst in configured if lst.serves(sock)]
+    paths = {lst.path: lst for lst in configured if lst.path}
+    return tcp + [paths[s.path] for s in unix if s.path in paths and s.inode and s.state == procfs.UNIX_CONNECTED]
+
+
+def listener_stats(queues, active):
+    """ListenerStats per address, queues summed over every socket on it (`--reuse-port`)."""
+    queued = {}
+    for listener, queue in queues.values():
+        queued[listener] = queued.get(listener, 0) + queue
+    return [ListenerStats(lst, queued[lst], active.count(lst)) for lst in sorted(queued)]

@@ -1,9 +1,13 @@
 """Per-worker state from samples: busy or idle, heartbeat, churn, memory and CPU.
 
-A worker is `working` while it holds a client connection accepted from one of the app's
-listeners, whatever its CPU does: a worker waiting on a database is busy. Telling that
-needs the worker's fds (root or gunicorn's user); where they cannot be read the worker
-is `working` when its CPU time advanced since the previous run, which misses workers
+A worker is `working` while it serves a request, whatever its CPU does: a worker waiting
+on a database is busy. A worker that multiplexes connections (gthread, gevent, eventlet,
+tornado, asgi, UvicornWorker: all hold an epoll instance) is working while a request is
+in flight on a connection it holds; a connection kept alive between requests does not
+make it working. A sync worker (no epoll: it blocks on one connection from accept to
+close) is working while it holds any client connection. Telling either needs the
+worker's fds (root or gunicorn's user); where they cannot be read the worker is
+`working` when its CPU time advanced since the previous run, which misses workers
 waiting on I/O. Nothing sleeps: the previous sample is the previous run.
 """
 
@@ -15,11 +19,13 @@ from . import procfs
 from .metrics import IDLE, WORKING
 
 HEARTBEAT_FILE = 'wgunicorn-'  # gunicorn's workertmp.py names each worker's unlinked temp file so
+EPOLL = 'anon_inode:[eventpoll]'
 
 
 class WorkerFds(NamedTuple):
     socket_inodes: set
     heartbeat_fd: int  # -1 when the worker has none open (yet)
+    multiplexes: bool  # holds an epoll instance: may serve, or keep alive, several connections at once
 
 
 class PoolChange(NamedTuple):
@@ -32,7 +38,7 @@ def read_worker_fds(worker, root='/proc'):
     """WorkerFds of one worker; psutil.AccessDenied where the Agent may not read its fds."""
     links = procfs.read_fd_links(worker.pid, root)
     heartbeat = next((fd for fd, target in links.items() if HEARTBEAT_FILE in target), -1)
-    return WorkerFds(procfs.socket_inodes(links), heartbeat)
+    return WorkerFds(procfs.socket_inodes(links), heartbeat, EPOLL in links.values())
 
 
 def heartbeat_age(worker, fds, wall_now, root='/proc'):
@@ -46,18 +52,37 @@ def heartbeat_age(worker, fds, wall_now, root='/proc'):
         return None
 
 
-def worker_states(workers, fds_by_key, served_inodes, cpu_advanced):
-    """Proc.key -> WORKING or IDLE. A worker whose fds are unknown is judged by its CPU; one seen
-    for the first time then counts as idle: there is no evidence yet that it works."""
+def worker_states(workers, fds_by_key, connections, cpu_advanced):
+    """Proc.key -> WORKING or IDLE. `connections`: inode -> sockets.Connection the workers hold.
+    A worker whose fds are unknown is judged by its CPU; one seen for the first time then
+    counts as idle: there is no evidence yet that it works."""
     states = {}
     for worker in workers:
         fds = fds_by_key.get(worker.key)
         if fds is not None:
-            busy = not fds.socket_inodes.isdisjoint(served_inodes)
+            busy = is_serving(fds, connections)
         else:
             busy = cpu_advanced.get(worker.key, False)
         states[worker.key] = WORKING if busy else IDLE
     return states
+
+
+def is_serving(fds, connections):
+    held = held_connections(fds, connections)
+    if not fds.multiplexes:
+        return bool(held)
+    return any(connection.in_flight is not False for connection in held)
+
+
+def requests_in_flight(fds_by_key, connections):
+    """Requests in flight over all workers: connections the kernel says carry one, and those
+    it cannot tell about (Unix sockets, another network namespace), which count as busy."""
+    held = (connection for fds in fds_by_key.values() for connection in held_connections(fds, connections))
+    return sum(1 for connection in held if connection.in_flight is not False)
+
+
+def held_connections(fds, connections):
+    return [connections[inode] for inode in fds.socket_inodes if inode in connections]
 
 
 class WorkerHistory:
