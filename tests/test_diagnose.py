@@ -2,9 +2,12 @@
 
 import io
 import json
+import re
+
+import pytest
 
 from datadog_checks.gunicorn import GunicornCheck, runner
-from datadog_checks.gunicorn.diagnose import MASTER, WORKER_FDS
+from datadog_checks.gunicorn.diagnose import MASTER, WORKER_FDS, raw_app_name
 
 from .unprivileged import run_as_nobody
 
@@ -51,6 +54,48 @@ def test_other_app_names_are_listed(gunicorn_server, make_check):
     assert master['result'] == FAIL
     assert 'gunicorn: master [diag-real-name]' in master['diagnosis']
     assert 'proc_name' in master['remediation']
+
+
+def test_a_typo_names_the_running_master_first_and_blames_setproctitle_only_for_untitled_apps(
+    gunicorn_server, make_check
+):
+    alpha = gunicorn_server(name='diag-alpha', workers=1)
+    untitled = gunicorn_server(name='diag-untitled-beta', workers=1, setproctitle=False)
+    untitled_pids = [untitled.master_pid, *(w.pid for w in untitled.workers())]
+    check = make_check('diag-alpah')
+
+    master = diagnoses(check)[MASTER]
+
+    text = master['diagnosis']
+    assert master['result'] == FAIL
+    configured, first_listed, *_ = re.findall(r'gunicorn: master \[([^\]]*)\]', text)
+    assert (configured, first_listed) == ('diag-alpah', 'diag-alpha')
+    assert f'`gunicorn: master [diag-alpha]` (pid {alpha.master_pid}), likely the one meant' in text
+    untitled_part = text[text.index('setproctitle') :]
+    assert 'diag-alpha' not in untitled_part
+    assert 'app `diag-untitled-beta`' in untitled_part and all(str(pid) in untitled_part for pid in untitled_pids)
+    assert master['remediation'].startswith('Set `proc_name: diag-alpha`')
+
+
+@pytest.mark.parametrize(
+    'cmdline, name',
+    [
+        (['/v/bin/python3', '/v/bin/gunicorn', '-w', '2', '--name', 'shop', 'shop.wsgi:app'], 'shop'),
+        (['/v/bin/python3', '-m', 'gunicorn', '-n', 'shop', 'app:app'], 'shop'),
+        (['/v/bin/gunicorn', '--name=shop', '--bind', ':80', 'app:app'], 'shop'),
+        (['/v/bin/gunicorn', '--bind', ':80', '--workers', '3', 'shop.wsgi:application'], 'shop.wsgi:application'),
+        (['/v/bin/gunicorn', '-w', '3', 'shop'], 'shop'),
+        (['/v/bin/gunicorn', '--paste', '/etc/shop.ini'], '/etc/shop.ini'),
+        (['/v/bin/gunicorn', '--preload', 'shop:create_app()'], 'shop:create_app()'),
+        # `--preload` takes no value, but nothing on the command line says so.
+        (['/v/bin/gunicorn', '--preload', 'shop'], None),
+        (['/v/bin/gunicorn', '-c', '/etc/gunicorn.conf.py'], None),
+        (['/v/bin/gunicorn', '-c', '/etc/gunicorn.conf.py', '-b', '0.0.0.0:8000'], None),
+        (['/usr/bin/python3', 'manage.py', 'runserver'], None),
+    ],
+)
+def test_the_app_of_a_raw_command_line(cmdline, name):
+    assert raw_app_name(cmdline) == name
 
 
 def test_unreadable_worker_fds_are_diagnosed(gunicorn_server, make_check):

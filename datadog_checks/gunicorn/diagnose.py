@@ -2,32 +2,102 @@
 may the Agent read the workers' fds. They scan the process table on their own, since
 the Agent may ask before any check run."""
 
+import difflib
 import os
+import re
+from typing import NamedTuple
 
 import psutil
 
 from . import procfs
-from .discovery import MASTER_TITLE, Discovery
+from .discovery import MASTER_TITLE, MASTER_TITLE_PREFIX, UPGRADE_SUFFIX, Discovery
 
 MASTER = 'gunicorn master'
 WORKER_FDS = 'gunicorn worker fds'
 TITLE_PREFIX = 'gunicorn: '
+# A host may run many apps: a diagnosis names this many of each kind, the likeliest first.
+LISTED = 10
+
+NAME_OPTIONS = ('--name', '-n')
+PASTE_OPTIONS = ('--paste', '--paster')
+# gunicorn's APP_MODULE, `module.path` or `module.path:variable`, with `(args)` for a factory.
+# A bind address (`0.0.0.0:80`, `unix:/run/x.sock`) never fits it, though it also holds a colon.
+APP_URI = re.compile(r'[A-Za-z_][\w.]*(?::[A-Za-z_][\w.]*(?:\(.*\))?)?')
+
+
+class UntitledApp(NamedTuple):
+    """gunicorn processes without a title: a master and its direct children."""
+
+    master: int
+    workers: list  # pids
+    name: str | None  # as far as the command line tells
+    command_line: str
 
 
 def gunicorn_processes():
-    """({pid: command line} of processes running gunicorn under their raw command line,
-    {titles of gunicorn masters}), from one scan of the process table."""
-    untitled, master_titles = {}, set()
-    for proc in psutil.process_iter(['cmdline']):
+    """({master pid: NAME} of titled masters, [UntitledApp]) from one scan of the process table."""
+    titled, untitled = {}, {}
+    for proc in psutil.process_iter(['cmdline', 'ppid']):
         cmdline = [part for part in proc.info['cmdline'] or () if part]
         if not cmdline:
             continue
-        if cmdline[0].startswith(TITLE_PREFIX):
-            if cmdline[0].startswith('gunicorn: master ['):
-                master_titles.add(' '.join(cmdline))
-        elif any(os.path.basename(part) == 'gunicorn' for part in cmdline[:2]) or cmdline[1:3] == ['-m', 'gunicorn']:
-            untitled[proc.pid] = ' '.join(cmdline)
-    return untitled, master_titles
+        title = ' '.join(cmdline)
+        if title.startswith(MASTER_TITLE_PREFIX) and title.endswith(']'):
+            titled[proc.pid] = title[len(MASTER_TITLE_PREFIX) : -1]
+        elif not title.startswith(TITLE_PREFIX) and gunicorn_arguments(cmdline) is not None:
+            untitled[proc.pid] = (proc.info['ppid'], cmdline)
+    return titled, untitled_apps(untitled)
+
+
+def untitled_apps(untitled):
+    """Group {pid: (ppid, cmdline)}: master and workers look alike, only parenthood tells them apart."""
+    apps = []
+    for pid, (ppid, cmdline) in sorted(untitled.items()):
+        if ppid in untitled:
+            continue
+        workers = sorted(child for child, (parent, _) in untitled.items() if parent == pid)
+        apps.append(UntitledApp(pid, workers, raw_app_name(cmdline), ' '.join(cmdline)))
+    return apps
+
+
+def gunicorn_arguments(cmdline):
+    """The arguments gunicorn itself got, or None when the command line does not run gunicorn."""
+    if cmdline[1:3] == ['-m', 'gunicorn']:
+        return cmdline[3:]
+    for index, part in enumerate(cmdline[:2]):
+        if os.path.basename(part) == 'gunicorn':
+            return cmdline[index + 1 :]
+    return None
+
+
+def raw_app_name(cmdline):
+    """The NAME gunicorn would title the app with, as far as a raw command line tells: `--name`,
+    else the `--paste` file, else the app URI. None when it cannot be told (a config file)."""
+    arguments = gunicorn_arguments(cmdline) or []
+    return option_value(arguments, NAME_OPTIONS) or option_value(arguments, PASTE_OPTIONS) or app_uri(arguments)
+
+
+def option_value(arguments, names):
+    """The value of the last of `names` (`--opt VALUE` or `--opt=VALUE`): the one argparse keeps."""
+    value = None
+    for index, argument in enumerate(arguments):
+        option, equals, inline = argument.partition('=')
+        if option in names:
+            value = inline if equals else (arguments[index + 1] if index + 1 < len(arguments) else None)
+    return value
+
+
+def app_uri(arguments):
+    """The positional APP_MODULE: the last argument, when it cannot be the value of an option.
+    Which options take no value (`--preload`) is not on the command line, so after any option
+    only a `module:variable` is taken for the app."""
+    if not arguments or not APP_URI.fullmatch(arguments[-1]):
+        return None
+    last = arguments[-1]
+    previous = arguments[-2] if len(arguments) > 1 else ''
+    if ':' in last or not previous.startswith('-') or '=' in previous:
+        return last
+    return None
 
 
 def diagnose_master(check):
@@ -41,42 +111,105 @@ def diagnose_master(check):
             MASTER, f'Found `{title}` (pid {pids}) with {len(snapshot.workers)} workers.', category=proc_name
         )
         return snapshot
-
-    untitled, master_titles = gunicorn_processes()
-    if untitled:
-        masters = [pid for pid in untitled if _parent(pid) not in untitled]
-        listing = '; '.join(f'{pid}: {untitled[pid]}' for pid in sorted(untitled))
-        example = masters[0] if masters else min(untitled)
-        check.diagnosis.fail(
-            MASTER,
-            f'No process is titled `{title}`, but gunicorn runs with its raw command line as its title '
-            f'(master pid {", ".join(map(str, masters))}; all: {listing}): setproctitle is missing in the '
-            "app's environment, so gunicorn cannot set process titles.",
-            category=proc_name,
-            remediation=(
-                'Install setproctitle with the pip of the Python that runs gunicorn (for pid '
-                f'{example}: `{_pip_hint(untitled[example])}`), then restart '
-                'gunicorn: a HUP is not enough, the master must start again.'
-            ),
-        )
-        return snapshot
-
-    others = sorted(master_titles)
-    if others:
-        check.diagnosis.fail(
-            MASTER,
-            f'No process is titled `{title}`; gunicorn masters running here: {", ".join(others)}.',
-            category=proc_name,
-            remediation='Set `proc_name` to the name in brackets of the app to monitor.',
-        )
-    else:
-        check.diagnosis.fail(
-            MASTER,
-            f'No process is titled `{title}`, and no gunicorn process is visible to the Agent.',
-            category=proc_name,
-            remediation='Start gunicorn, or run the Agent in the PID namespace of gunicorn (its host, or its pod).',
-        )
+    diagnosis, remediation = missing_master(proc_name)
+    check.diagnosis.fail(MASTER, diagnosis, category=proc_name, remediation=remediation)
     return snapshot
+
+
+def missing_master(proc_name):
+    """(diagnosis, remediation) when no master is titled after `proc_name`: the app running
+    untitled under that very name, else the masters that do run (a likely typo first), and
+    only then setproctitle, as a possible reason, for the gunicorn processes without a title."""
+    titled, apps = gunicorn_processes()
+    named = [app for app in apps if app.name in (proc_name, proc_name + UPGRADE_SUFFIX)]
+    if named:
+        return untitled_under_that_name(proc_name, named[0])
+    title = MASTER_TITLE.format(proc_name)
+    if not titled and not apps:
+        return (
+            f'No process is titled `{title}`, and no gunicorn process is visible to the Agent.',
+            'Start gunicorn, or run the Agent in the PID namespace of gunicorn (its host, or its pod).',
+        )
+    diagnosis, remediation = [f'No process is titled `{title}`.'], []
+    if titled:
+        names = by_likeliness(proc_name, set(titled.values()))
+        likely = likely_meant(proc_name, names)
+        diagnosis.append(f'gunicorn masters running here: {titled_listing(names, titled, likely)}.')
+        remediation.append(proc_name_remediation(likely))
+    if apps:
+        apps = sorted(apps, key=lambda app: -similarity(proc_name, app.name or ''))
+        diagnosis.append(
+            'Without setproctitle in their environment, these gunicorn apps keep their raw command line '
+            f'as their title, so they cannot be found by name: {untitled_listing(apps)}. If the app to '
+            'monitor is one of them, that is why.'
+        )
+        remediation.append(f'If it is one of the apps without a title, install {setproctitle_fix(apps[0])}')
+    return ' '.join(diagnosis), ' '.join(remediation)
+
+
+def untitled_under_that_name(proc_name, app):
+    return (
+        f'No process is titled `{MASTER_TITLE.format(proc_name)}`, but app `{app.name}` runs with its raw '
+        f'command line as its title ({describe(app)}): setproctitle is missing in its environment, so '
+        'gunicorn cannot set process titles.',
+        f'Install {setproctitle_fix(app)}',
+    )
+
+
+def similarity(proc_name, name):
+    return difflib.SequenceMatcher(None, proc_name, name).ratio()
+
+
+def by_likeliness(proc_name, names):
+    """Names close to `proc_name` first, closest first (a typo); then the others, sorted."""
+    close = difflib.get_close_matches(proc_name, names, n=len(names))
+    return close + sorted(set(names) - set(close))
+
+
+def likely_meant(proc_name, names):
+    close = difflib.get_close_matches(proc_name, names, n=1)
+    return close[0] if close else None
+
+
+def titled_listing(names, titled, likely):
+    entries = []
+    for name in names[:LISTED]:
+        pids = ', '.join(str(pid) for pid in sorted(pid for pid, title in titled.items() if title == name))
+        entry = f'`{MASTER_TITLE.format(name)}` (pid {pids})'
+        entries.append(f'{entry}, likely the one meant' if name == likely else entry)
+    return '; '.join(entries) + more(names)
+
+
+def proc_name_remediation(likely):
+    if likely:
+        return f'Set `proc_name: {likely}` if that is the app to monitor, or to the name in brackets of another.'
+    return 'Set `proc_name` to the name in brackets of the app to monitor.'
+
+
+def untitled_listing(apps):
+    return '; '.join(f'{label(app)} ({describe(app)})' for app in apps[:LISTED]) + more(apps)
+
+
+def label(app):
+    return f'app `{app.name}`' if app.name else 'an app its command line does not name'
+
+
+def describe(app):
+    workers = f', workers {", ".join(map(str, app.workers))}' if app.workers else ', no workers'
+    return f'master pid {app.master}{workers}, command line `{app.command_line}`'
+
+
+def more(items):
+    return f'; and {len(items) - LISTED} more' if len(items) > LISTED else ''
+
+
+def setproctitle_fix(app):
+    """How to get setproctitle into an app's environment, after the word `install`."""
+    return (
+        'setproctitle with the pip of the Python that runs it (for pid '
+        f'{app.master}: `{_pip_hint(app.command_line)}`), then restart gunicorn: a HUP is not enough, '
+        'the master must start again.'
+    )
 
 
 def diagnose_worker_fds(check, snapshot):
@@ -107,13 +240,6 @@ def diagnose_worker_fds(check, snapshot):
             'client connections they hold.',
             category=proc_name,
         )
-
-
-def _parent(pid):
-    try:
-        return procfs.read_stat(pid).ppid
-    except (psutil.Error, procfs.ProcfsError):
-        return None
 
 
 def _pip_hint(command_line):
