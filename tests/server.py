@@ -2,10 +2,12 @@
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,7 +45,16 @@ def title(proc):
 
 
 class GunicornServer:
-    """One gunicorn master started with `python -m gunicorn`, and everything it spawns."""
+    """One gunicorn master started with `python -m gunicorn`, and everything it spawns.
+
+    `python` is the interpreter of the environment gunicorn runs from (tests/releases.py makes
+    one per gunicorn release). gunicorn >= 25.1 serves a control socket unless told otherwise:
+    this harness turns it off, or uses `control_socket=PATH`, or with
+    `default_control_socket=True` leaves gunicorn's default as users get it, at
+    `$XDG_RUNTIME_DIR/gunicorn.ctl` in a runtime folder private to this server
+    (`default_control_socket_path`); releases without a control socket need this last one,
+    as they reject `--no-control-socket`.
+    """
 
     def __init__(
         self,
@@ -58,14 +69,20 @@ class GunicornServer:
         control_socket=None,
         config_file=None,
         own_network_namespace=False,
+        python=None,
+        default_control_socket=False,
+        stop_signal=signal.SIGQUIT,
+        stop_timeout=10,
     ):
+        if control_socket and default_control_socket:
+            raise ValueError('control_socket=PATH and default_control_socket=True contradict each other')
         self.name = name
         self.workers_expected = workers
         self.port = free_port()
         self.bind = bind or f'127.0.0.1:{self.port}'
         self.error_log = Path(log_dir) / f'{name}-{self.port}-error.log'
         self.command = [
-            sys.executable,
+            str(python or sys.executable),
             '-m',
             'gunicorn',
             '--name',
@@ -81,8 +98,8 @@ class GunicornServer:
             str(APP_DIR),
             '--error-logfile',
             str(self.error_log),
-            # Every gunicorn >= 25.1 would otherwise share ~/.gunicorn/gunicorn.ctl.
-            *(['--control-socket', str(control_socket)] if control_socket else ['--no-control-socket']),
+            # Never gunicorn's plain default: every gunicorn >= 25.1 would share ~/.gunicorn/gunicorn.ctl.
+            *self._control_socket_args(control_socket, default_control_socket),
             *args,
             app,
         ]
@@ -91,15 +108,35 @@ class GunicornServer:
             # unshare and sh exec in place, so the pid stays the master's.
             self.command = ['unshare', '--net', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', *self.command]
         self.env = dict(os.environ)
+        self.default_control_socket = default_control_socket
+        self.runtime_dir = None
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
         if not setproctitle:
             paths = [str(NO_SETPROCTITLE_DIR), os.environ.get('PYTHONPATH')]
             self.env['PYTHONPATH'] = os.pathsep.join(filter(None, paths))
         self.popen = None
         self.started = {}  # pid -> psutil.Process: every process seen under this server, stopped at the end
 
+    @staticmethod
+    def _control_socket_args(path, default):
+        if default:
+            return []
+        return ['--control-socket', str(path)] if path else ['--no-control-socket']
+
+    @property
+    def default_control_socket_path(self):
+        """Where gunicorn >= 25.1 puts its control socket when left to its default."""
+        return self.runtime_dir / 'gunicorn.ctl' if self.runtime_dir else None
+
     # Lifecycle
 
     def start(self, wait=True):
+        if self.default_control_socket and self.runtime_dir is None:
+            # Made here, as stop() removes it. Short, under /tmp: a Unix socket path longer than
+            # 107 bytes cannot be bound, and pytest's tmp_path of a long parametrized test nears it.
+            self.runtime_dir = Path(tempfile.mkdtemp(prefix='gunicorn-run-'))
+            self.env['XDG_RUNTIME_DIR'] = str(self.runtime_dir)
         self.popen = subprocess.Popen(self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self.started[self.popen.pid] = psutil.Process(self.popen.pid)
         if wait:
@@ -114,24 +151,52 @@ class GunicornServer:
         )
 
     def stop(self):
-        """SIGQUIT (gunicorn's quick shutdown: requests in flight are cut), then SIGKILL, to
+        """SIGQUIT (gunicorn's quick shutdown: requests in flight are cut), or `stop_signal`
+        for a worker class that ignores it, then SIGKILL after `stop_timeout` seconds, to
         every process this server ever had, by pid."""
         self.track()
         procs = [p for p in self.started.values() if p.is_running()]
-        for proc in procs:
-            try:
-                proc.send_signal(signal.SIGQUIT)
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=10)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5)
+        alive = self._signal_until_exited(procs, self.stop_signal, self.stop_timeout)
+        self._signal_until_exited(alive, signal.SIGKILL, 5)
         if self.popen is not None:
             self.popen.wait(timeout=5)
+        if self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    def _signal_until_exited(self, procs, sig, timeout):
+        """The processes still running after `timeout`. The signal is sent again every second:
+        a worker still booting (the gevent one takes a moment to import and patch) runs the
+        master's handlers, inherited at the fork, which drop it."""
+        deadline = time.monotonic() + timeout
+        alive = procs
+        while alive and time.monotonic() < deadline:
+            for proc in alive:
+                try:
+                    proc.send_signal(sig)
+                except psutil.Error:
+                    pass
+            again = min(time.monotonic() + 1, deadline)
+            while alive and time.monotonic() < again:
+                time.sleep(0.05)
+                alive = [p for p in alive if not self._exited(p)]
+        return alive
+
+    def _exited(self, proc):
+        if self.popen is not None and proc.pid == self.popen.pid:
+            return self.popen.poll() is not None
+        try:
+            if not proc.is_running():  # gone, or its pid already reused
+                return True
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                return False
+            # Dead. A worker that outlived its master is an orphan the tests' subreaper
+            # inherited: reaped here, or it would stay a zombie (psutil.wait_procs only polls
+            # a pid that was not a child when it started waiting, and a zombie's pid exists).
+            if proc.ppid() == os.getpid():
+                os.waitpid(proc.pid, os.WNOHANG)
+            return True
+        except (psutil.NoSuchProcess, ChildProcessError):
+            return True
 
     # What the server looks like from outside
 
