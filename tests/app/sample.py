@@ -1,5 +1,6 @@
 """A WSGI app for tests and the demo: each path makes a worker behave one way."""
 
+import sys
 import time
 from urllib.parse import parse_qs
 
@@ -10,7 +11,7 @@ def application(environ, start_response):
     seconds = float(query.get('s', ['1'])[0])
 
     if path == '/sleep':  # busy waiting on I/O, as on a slow database
-        time.sleep(seconds)
+        blocking_sleep(seconds)
     elif path == '/spin':  # busy on the CPU
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -28,3 +29,14 @@ def application(environ, start_response):
     body = b'hello\n'
     start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
     return [body]
+
+
+def blocking_sleep(seconds):
+    """time.sleep, but under the gevent worker the original one, not gevent's patched sleep that
+    lets the worker serve other requests meanwhile: so that a sleeping request takes a whole
+    worker under every worker class, and the tests count busy workers the same way for all."""
+    monkey = sys.modules.get('gevent.monkey')  # not imported: nothing patched time.sleep
+    if monkey is not None and monkey.is_module_patched('time'):
+        monkey.get_original('time', 'sleep')(seconds)
+    else:
+        time.sleep(seconds)
