@@ -1,10 +1,13 @@
+import contextlib
 import ctypes
 import ctypes.util
+import os
 
 import pytest
 
 from datadog_checks.gunicorn import GunicornCheck
 
+from . import releases
 from .server import GunicornServer
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -40,3 +43,31 @@ def make_check():
         return GunicornCheck('gunicorn', {}, [{'proc_name': proc_name, **options}])
 
     return make
+
+
+@pytest.fixture
+def release_server(request, gunicorn_server, release, worker_class):
+    """Start gunicorn `release` with `worker_class` (parameters of the test, see tests/test_matrix.py)
+    from that release's cached venv, serving the test app that class runs, with gunicorn's default
+    control socket left on: `release_server(workers=..., args=[...], ...)` takes the other options
+    of GunicornServer. Stopped at the end like every `gunicorn_server`."""
+    capture = request.config.pluginmanager.getplugin('capturemanager')
+    # Uncaptured, so that the line saying a venv is being built shows while it happens.
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        python = releases.gunicorn_python(release)
+    kind = releases.WORKER_CLASSES[worker_class]
+
+    def start(**options):
+        # The pid keeps the name apart from a matrix run by someone else on the machine: the
+        # check counts every master of that name.
+        options.setdefault('name', f'{release}-{worker_class}-{os.getpid()}')
+        return gunicorn_server(
+            python=python,
+            worker_class=kind.option,
+            app=kind.app,
+            default_control_socket=True,
+            stop_signal=kind.stop_signal,
+            **options,
+        )
+
+    return start
