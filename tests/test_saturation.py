@@ -219,7 +219,8 @@ def test_control_socket_heartbeats_stand_in_for_unreadable_fds(
 
 
 class FakeControlSocket:
-    """A Unix socket that answers each request with `reply(request_bytes) -> bytes`."""
+    """A Unix socket that answers each request with `reply(request_bytes)`: bytes, or an
+    iterable of byte strings sent one after the other (a generator may sleep in between)."""
 
     def __init__(self, path, reply):
         self.path = str(path)
@@ -241,10 +242,12 @@ class FakeControlSocket:
                 length = struct.unpack('>I', conn.recv(4))[0]
                 request = conn.recv(length)
                 self.requests.append(json.loads(request))
+                answer = self.reply(request)
                 try:
-                    conn.sendall(self.reply(request))
+                    for chunk in [answer] if isinstance(answer, bytes) else answer:
+                        conn.sendall(chunk)
                 except OSError:
-                    pass
+                    pass  # the check gave up on this answer
 
     def close(self):
         self.server.close()
@@ -255,18 +258,59 @@ def frame(obj):
     return struct.pack('>I', len(payload)) + payload
 
 
+def stats_answer(**data):
+    """A framed `show stats` answer, with `data` as raw JSON text per field."""
+    fields = {'workers_target': '1', 'workers_spawned': '1', 'workers_killed': '0', 'reloads': '0', **data}
+    body = ', '.join(f'"{name}": {text}' for name, text in fields.items())
+    return frame(f'{{"id": 1, "status": "ok", "data": {{{body}}}}}'.encode())
+
+
+def trickle(data, every):
+    for byte in data:
+        time.sleep(every)
+        yield bytes([byte])
+
+
+def slow(data, delay):
+    time.sleep(delay)
+    return data
+
+
 @pytest.mark.parametrize(
     'reply, problem',
     [
-        (lambda request: frame(b'{not json'), 'the answer is not JSON'),
+        (lambda request: frame(b'{not json'), 'the answer to `show stats` is not JSON'),
         (lambda request: frame([1, 2]), 'not a JSON object'),
-        (lambda request: struct.pack('>I', 1 << 30), 'more than gunicorn ever sends'),
+        (lambda request: struct.pack('>I', 1 << 30), 'announced a 1073741824-byte answer; at most 1048576'),
         (lambda request: struct.pack('>I', 100) + b'{"id": 1', 'connection closed after 8 of 100 bytes'),
         (lambda request: frame({'id': 1, 'status': 'error', 'error': 'Unknown command'}), 'Unknown command'),
-        (lambda request: frame({'id': 1, 'status': 'ok', 'data': {'workers_target': 'x'}}), 'unexpected'),
-        (lambda request: time.sleep(1.5) or b'', 'no answer within 1.0s'),
+        (lambda request: stats_answer(workers_target='"x"'), "workers_target = 'x', not a count"),
+        (lambda request: stats_answer(reloads='-1'), 'reloads = -1, not a count'),
+        (lambda request: stats_answer(workers_killed='2.5'), 'workers_killed = 2.5, not a count'),
+        (lambda request: time.sleep(1.5) or b'', 'no complete answer to `show stats` and `show workers` within 1.0s'),
+        # Each of these used to fail the whole run, core signal included.
+        (lambda request: frame(b'[' * 100_000 + b']' * 100_000), 'nested deeper than 16 levels'),
+        (lambda request: stats_answer(workers_target='1e400'), 'a number out of range: 1e400'),
+        (lambda request: stats_answer(workers_target='9' * 400), 'out of range: 99999999999999999999... (400 char'),
+        (lambda request: stats_answer(workers_target='NaN'), 'a number out of range: NaN'),
+        (lambda request: stats_answer(reloads='-Infinity'), 'a number out of range: -Infinity'),
     ],
-    ids=['garbage', 'not-object', 'huge-length', 'truncated', 'error-status', 'wrong-fields', 'silent'],
+    ids=[
+        'garbage',
+        'not-object',
+        'huge-length',
+        'truncated',
+        'error-status',
+        'wrong-fields',
+        'negative-count',
+        'fractional-count',
+        'silent',
+        'nested-100000-deep',
+        'float-overflow',
+        'integer-of-400-digits',
+        'nan',
+        'minus-infinity',
+    ],
 )
 def test_control_socket_answering_garbage_is_a_warning(
     gunicorn_server, make_check, dd_run_check, aggregator, tmp_path, reply, problem
@@ -284,6 +328,50 @@ def test_control_socket_answering_garbage_is_a_warning(
     aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK)
     assert worker_counts(aggregator, 'ctl-bad') == {'working': 0, 'idle': 1}
     assert all(r['command'] == 'show' and r['args'] in (['stats'], ['workers']) for r in fake.requests)
+
+
+def test_nesting_is_counted_outside_json_strings_only(gunicorn_server, make_check, dd_run_check, aggregator, tmp_path):
+    # Brackets inside a string are text: gunicorn may quote an app's error message holding any.
+    gunicorn_server(name='ctl-brackets', workers=1)
+    workers = frame({'id': 2, 'status': 'ok', 'data': {'workers': [{'pid': 1, 'last_heartbeat': 0.5, 'x': '[' * 99}]}})
+    answers = {'stats': stats_answer(workers_target='3'), 'workers': workers}
+    fake = FakeControlSocket(tmp_path / 'fake.ctl', lambda request: answers[json.loads(request)['args'][0]])
+    try:
+        check = make_check('ctl-brackets', control_socket=fake.path)
+        dd_run_check(check)
+    finally:
+        fake.close()
+
+    assert check.warnings == []
+    aggregator.assert_metric('gunicorn.master.workers.target', value=3, tags=['app:ctl-brackets'])
+
+
+@pytest.mark.parametrize(
+    'reply',
+    [
+        pytest.param(lambda request: trickle(stats_answer(), every=0.9), id='one-byte-every-0.9s'),
+        # Each answer within 1 s, both together not: the deadline is the exchange's, not each answer's.
+        pytest.param(lambda request: slow(stats_answer(), delay=0.6), id='two-answers-of-0.6s'),
+    ],
+)
+def test_a_slow_control_socket_holds_a_run_1s_at_most(
+    gunicorn_server, make_check, dd_run_check, aggregator, tmp_path, reply
+):
+    gunicorn_server(name='ctl-slow', workers=1)
+    fake = FakeControlSocket(tmp_path / 'fake.ctl', reply)
+    try:
+        check = make_check('ctl-slow', control_socket=fake.path)
+        started = time.monotonic()
+        dd_run_check(check)
+        took = time.monotonic() - started
+    finally:
+        fake.close()
+
+    assert 1.0 <= took < 1.6
+    (warning,) = check.warnings
+    assert 'no complete answer to `show stats` and `show workers` within 1.0s' in warning
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK)
+    assert worker_counts(aggregator, 'ctl-slow') == {'working': 0, 'idle': 1}
 
 
 def test_missing_control_socket_is_a_warning(gunicorn_server, make_check, dd_run_check, aggregator, tmp_path):

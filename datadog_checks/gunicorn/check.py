@@ -161,10 +161,11 @@ class GunicornCheck(AgentCheck, ConfigMixin):
 
     def submit_control(self):
         """The master's own counters; returns its workers' heartbeat ages."""
+        path = self.config.control_socket
         try:
-            stats = read_stats(self.config.control_socket)
+            stats = read_stats(path)
         except ControlError as e:
-            self.report(f"Cannot read gunicorn's control socket {e}")
+            self.report(f"Cannot read gunicorn's control socket {path}: {e}")
             return []
         self.gauge(metrics.MASTER_WORKERS_TARGET, stats.workers_target, tags=self.app_tags)
         self.monotonic_count(metrics.MASTER_WORKERS_SPAWNED, stats.workers_spawned, tags=self.app_tags)
