@@ -154,11 +154,11 @@ class GunicornServer:
         """SIGQUIT (gunicorn's quick shutdown: requests in flight are cut), or `stop_signal`
         for a worker class that ignores it, then SIGKILL after `stop_timeout` seconds, to
         every process this server ever had, by pid."""
-        self.track()
-        procs = [p for p in self.started.values() if p.is_running()]
-        alive = self._signal_until_exited(procs, self.stop_signal, self.stop_timeout)
-        self._signal_until_exited(alive, signal.SIGKILL, 5)
-        if self.popen is not None:
+        if self.popen is not None:  # None: never started, or its command could not be run
+            self.track()
+            procs = [p for p in self.started.values() if p.is_running()]
+            alive = self._signal_until_exited(procs, self.stop_signal, self.stop_timeout)
+            self._signal_until_exited(alive, signal.SIGKILL, 5)
             self.popen.wait(timeout=5)
         if self.runtime_dir is not None:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
