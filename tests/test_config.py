@@ -4,7 +4,9 @@ import json
 
 import pytest
 
+from datadog_checks.base import AgentCheck
 from datadog_checks.gunicorn import GunicornCheck
+from datadog_checks.gunicorn.config_models.instance import InstanceConfig
 from datadog_checks.gunicorn.sockets import parse_listener
 from scripts.sync_config import drifted_files
 
@@ -47,6 +49,26 @@ def test_bad_instance_is_a_configuration_error_naming_the_option(aggregator, ins
     assert problem in lines[2]
     assert aggregator.metric_names == []
     assert aggregator.service_check_names == []
+
+
+# datadog-checks-base itself refuses `metric_patterns:` by name, before any model is built.
+@pytest.mark.parametrize('option', sorted(set(InstanceConfig.model_fields) - {'proc_name', 'metric_patterns'}))
+def test_an_option_present_but_empty_takes_its_default(gunicorn_server, make_check, dd_run_check, aggregator, option):
+    # `option:` with nothing after it, as YAML reads it. Several runs: from the second on,
+    # discovery weighs the time since its last scan against `rescan_interval`.
+    gunicorn_server(name='empty-option', workers=1)
+    check = make_check('empty-option', **{option: None})
+    expected = make_check('empty-option')
+
+    for _ in range(3):
+        aggregator.reset()
+        dd_run_check(check)
+        aggregator.assert_metric('gunicorn.workers', value=1, tags=['app:empty-option', 'state:idle'])
+        aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=['app:empty-option'])
+
+    expected.load_configuration_models()
+    assert check.config == expected.config
+    assert check.get_warnings() == []
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,27 @@
 # Validators the generated models call by name (`instance_<option>`); hand-written, kept on regeneration.
 
 from ..sockets import parse_listener
+from . import defaults
+
+
+def initialize_instance(values, **kwargs):
+    return empty_options_take_defaults(values, 'instance')
+
+
+def initialize_shared(values, **kwargs):
+    return empty_options_take_defaults(values, 'shared')
+
+
+def empty_options_take_defaults(values, model_id):
+    # `rescan_interval:` with nothing after it is None in YAML, and the generated models give an
+    # option its default only when it is absent: an empty one would run as None. Options
+    # without a default already treat None as unset.
+    filled = dict(values)
+    for option, value in values.items():
+        default = getattr(defaults, f'{model_id}_{option}', None)
+        if value is None and default is not None:
+            filled[option] = default()
+    return filled
 
 
 def instance_proc_name(value, **kwargs):
