@@ -24,6 +24,8 @@ from scripts.sync_config import drifted_files
         ({'proc_name': 'web', 'tags': [1]}, 'tags -> 1', 'valid string'),
         ({'proc_name': 'web', 'tags': {'team': 'web'}}, 'tags', 'valid tuple'),
         ({'proc_name': 'web', 'gunicorn': ['gunicorn', '--version']}, 'gunicorn', 'valid string'),
+        ({'proc_name': 'web', 'gunicorn': 'docker exec "web gunicorn'}, 'gunicorn', 'No closing quotation'),
+        ({'proc_name': 'web', 'gunicorn': '  '}, 'gunicorn', 'names no command'),
         ({'proc_name': 'web', 'rescan_interval': 'soon'}, 'rescan_interval', 'valid number'),
         ({'proc_name': 'web', 'rescan_interval': 0}, 'rescan_interval', 'greater than 0'),
         ({'proc_name': 'web', 'min_collection_interval': 'often'}, 'min_collection_interval', 'valid number'),
@@ -51,6 +53,18 @@ def test_bad_instance_is_a_configuration_error_naming_the_option(aggregator, ins
     assert aggregator.service_check_names == []
 
 
+def test_bad_init_config_command_is_a_configuration_error_naming_the_option(aggregator):
+    check = GunicornCheck('gunicorn', {'gunicorn': "'/srv/app/bin/gunicorn"}, [{'proc_name': 'web'}])
+
+    (report,) = json.loads(check.run())
+
+    lines = report['message'].splitlines()
+    assert lines[0].startswith('Detected 1 error while loading configuration model `SharedConfig`')
+    assert lines[1] == 'gunicorn'
+    assert 'No closing quotation' in lines[2]
+    assert aggregator.metric_names == []
+
+
 # datadog-checks-base itself refuses `metric_patterns:` by name, before any model is built.
 @pytest.mark.parametrize('option', sorted(set(InstanceConfig.model_fields) - {'proc_name', 'metric_patterns'}))
 def test_an_option_present_but_empty_takes_its_default(gunicorn_server, make_check, dd_run_check, aggregator, option):
@@ -69,6 +83,16 @@ def test_an_option_present_but_empty_takes_its_default(gunicorn_server, make_che
     expected.load_configuration_models()
     assert check.config == expected.config
     assert check.get_warnings() == []
+
+
+def test_an_empty_init_config_option_takes_its_default(gunicorn_server, dd_run_check, aggregator):
+    gunicorn_server(name='empty-init', workers=1)
+    check = GunicornCheck('gunicorn', {'gunicorn': None, 'service': None}, [{'proc_name': 'empty-init'}])
+
+    dd_run_check(check)
+
+    assert check.shared_config.gunicorn is None and check.versions.command == ['gunicorn']
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK)
 
 
 @pytest.mark.parametrize(

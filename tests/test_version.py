@@ -10,7 +10,7 @@ import gunicorn
 import psutil
 import pytest
 
-from datadog_checks.gunicorn import procfs, version
+from datadog_checks.gunicorn import GunicornCheck, procfs, version
 from datadog_checks.gunicorn.discovery import Proc
 
 from .server import GunicornServer
@@ -18,6 +18,7 @@ from .unprivileged import run_as_nobody
 from .venvs import make_venv, pip_install
 
 VENV_GUNICORN = str(Path(sys.executable).parent / 'gunicorn')
+VENV_PYTHON = sys.executable
 # Two releases that run on every Python the check supports, the older one first.
 OLD, NEW = '26.2.0', '27.0.1'
 
@@ -64,6 +65,135 @@ def test_command_fallback_runs_once_per_master(
 
     assert count_commands == [[VENV_GUNICORN, '--version']]
     datadog_agent.assert_metadata('test:fallback', {'version.raw': gunicorn.__version__})
+
+
+@pytest.mark.parametrize(
+    'init_config, instance_command, ran',
+    [
+        pytest.param({'gunicorn': VENV_GUNICORN}, None, VENV_GUNICORN, id='init_config'),
+        pytest.param({'gunicorn': '/nonexistent/init/gunicorn'}, VENV_GUNICORN, VENV_GUNICORN, id='instance-wins'),
+        pytest.param({'gunicorn': VENV_GUNICORN}, '', VENV_GUNICORN, id='empty-instance-option'),
+    ],
+)
+def test_init_config_command_is_honoured_after_the_instances(
+    gunicorn_server, dd_run_check, datadog_agent, maps_denied, count_commands, init_config, instance_command, ran
+):
+    gunicorn_server(name='v-init', workers=1)
+    instance = {'proc_name': 'v-init'}
+    if instance_command is not None:
+        instance['gunicorn'] = instance_command or None  # '' stands for `gunicorn:` with no value
+    check = GunicornCheck('gunicorn', init_config, [instance])
+    check.check_id = 'test:init'
+
+    dd_run_check(check)
+    dd_run_check(check)
+
+    assert count_commands == [[ran, '--version']]
+    datadog_agent.assert_metadata('test:init', {'version.raw': gunicorn.__version__})
+    assert check.get_warnings() == []  # of both runs
+
+
+@pytest.fixture
+def spaced_gunicorn(tmp_path):
+    """The venv's gunicorn script, reached through a folder whose name holds a space."""
+    folder = tmp_path / 'my venv' / 'bin'
+    folder.mkdir(parents=True)
+    (folder / 'gunicorn').symlink_to(VENV_GUNICORN)
+    return str(folder / 'gunicorn')
+
+
+RUN_AS_GUNICORN = "from gunicorn.app.wsgiapp import run; run(prog='gunicorn')"
+
+
+@pytest.mark.parametrize(
+    'command, words',
+    [
+        pytest.param('{python} -m gunicorn', ['{python}', '-m', 'gunicorn'], id='python-m-gunicorn'),
+        pytest.param(f'{{python}} -c "{RUN_AS_GUNICORN}"', ['{python}', '-c', RUN_AS_GUNICORN], id='quoted-argument'),
+        pytest.param("'{spaced}'", ['{spaced}'], id='quoted-path-with-a-space'),
+    ],
+)
+def test_the_command_is_split_as_a_shell_would_and_run_without_one_once_per_master(
+    gunicorn_server,
+    make_check,
+    dd_run_check,
+    datadog_agent,
+    maps_denied,
+    count_commands,
+    spaced_gunicorn,
+    command,
+    words,
+):
+    paths = {'python': VENV_PYTHON, 'spaced': spaced_gunicorn}
+    command = command.format(**paths)
+    words = [word.format(**paths) for word in words]
+    first = gunicorn_server(name='v-words', workers=1)
+    check = make_check('v-words', gunicorn=command)
+    check.check_id = 'test:words'
+
+    for _ in range(3):
+        dd_run_check(check)
+    first.stop()
+    gunicorn_server(name='v-words', workers=1)
+    dd_run_check(check)
+    dd_run_check(check)
+
+    assert count_commands == [[*words, '--version']] * 2  # once per master
+    datadog_agent.assert_metadata('test:words', {'version.raw': gunicorn.__version__})
+    assert check.get_warnings() == []
+
+
+def test_without_a_master_the_configured_command_gives_the_version_once_until_a_master_appears(
+    gunicorn_server, make_check, dd_run_check, datadog_agent, count_commands
+):
+    check = make_check('v-absent', gunicorn=f'{VENV_PYTHON} -m gunicorn')
+    check.check_id = 'test:absent'
+
+    warnings = []
+    for _ in range(3):
+        dd_run_check(check)
+        warnings.append(check.get_warnings())
+
+    assert count_commands == [[VENV_PYTHON, '-m', 'gunicorn', '--version']]
+    datadog_agent.assert_metadata('test:absent', {'version.raw': gunicorn.__version__})
+    (warning,) = warnings[0]
+    assert 'No process titled `gunicorn: master [v-absent]`' in warning  # and nothing about the version
+
+    server = gunicorn_server(name='v-absent', workers=1)
+    dd_run_check(check)  # the master's own installation: no command
+    server.stop()
+    dd_run_check(check)
+    dd_run_check(check)
+    assert len(count_commands) == 2, 'asked again after a master was seen, as gunicorn may have been upgraded'
+
+
+def test_without_a_master_a_failing_command_is_run_once_and_warned_at_every_run(
+    make_check, dd_run_check, datadog_agent, count_commands
+):
+    check = make_check('v-absent-bad', gunicorn='/nonexistent/bin/gunicorn')
+
+    warnings = []
+    for _ in range(3):
+        dd_run_check(check)
+        warnings.append(check.get_warnings())
+
+    version_warnings = [w for w in warnings[0] if 'version' in w]
+    assert len(version_warnings) == 1
+    assert version_warnings[0].startswith('Cannot determine the version of gunicorn while no master runs:')
+    assert '/nonexistent/bin/gunicorn --version' in version_warnings[0]
+    assert warnings == [warnings[0]] * 3
+    assert len(count_commands) == 1
+    datadog_agent.assert_metadata_count(0)
+
+
+def test_without_a_master_the_default_command_is_not_run(make_check, dd_run_check, datadog_agent, count_commands):
+    # Whatever `gunicorn` is on the Agent's PATH, nothing says it is the app's.
+    check = make_check('v-absent-default')
+
+    dd_run_check(check)
+
+    assert count_commands == []
+    datadog_agent.assert_metadata_count(0)
 
 
 def test_unknown_version_is_looked_up_once_and_warned_at_every_run(
@@ -199,7 +329,7 @@ def procfs_proc(pid):
 def test_command_output_is_parsed(monkeypatch, output, expected):
     monkeypatch.setattr(version, 'get_subprocess_output', lambda *a, **k: (output, '', 0))
 
-    assert version.command_version('gunicorn', log=None) == expected
+    assert version.command_version(['gunicorn'], log=None) == expected
 
 
 @pytest.mark.parametrize(
@@ -213,7 +343,7 @@ def test_command_garbage_is_a_clear_error(monkeypatch, result, problem):
     monkeypatch.setattr(version, 'get_subprocess_output', lambda *a, **k: result)
 
     with pytest.raises(version.VersionNotFound, match=problem):
-        version.command_version('gunicorn', log=None)
+        version.command_version(['gunicorn'], log=None)
 
 
 def test_as_nobody_the_installation_is_unreadable(gunicorn_server):

@@ -54,7 +54,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.discovery = Discovery(config.proc_name, config.rescan_interval, root)
         self.sockets = Sockets([parse_listener(address) for address in config.listeners or ()], root)
         self.history = WorkerHistory()
-        self.versions = Versions(config.gunicorn, self.log, root)
+        # The instance's command first, then init_config's, as the bundled check looked it up.
+        self.versions = Versions(config.gunicorn or self.shared_config.gunicorn, self.log, root)
 
     def diagnose(self):
         """What `datadog-agent diagnose` shows; it may run before the first check run."""

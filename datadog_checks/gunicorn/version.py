@@ -3,8 +3,9 @@
 A master with setproctitle has `_setproctitle*.so` mapped from the site-packages of the
 environment it runs in; gunicorn's distribution metadata is read from the same
 folder(s), through /proc/PID/root so that it also works across containers. Only when
-that is not readable (the Agent runs as another user than gunicorn) is the configured
-`gunicorn` command run, once per master.
+that is not readable (the Agent runs as another user than gunicorn) is the `gunicorn`
+command run, once per master. With no master running, a command the configuration names
+gives the version, as the bundled check did; it runs once until a master appears.
 
 What is on disk is what the master runs only if it was there when the master started:
 `pip install -U` under a running master writes a new dist-info folder while the master
@@ -16,6 +17,7 @@ master started; otherwise no version is sent, and the problem says what a restar
 import importlib.metadata
 import os
 import re
+import shlex
 import shutil
 import time
 from datetime import UTC, datetime
@@ -33,6 +35,8 @@ METADATA_FOLDER = re.compile(r'^gunicorn-[^-]+\.(?:dist|egg)-info$', re.IGNORECA
 # the version read, and pip writes RECORD last.
 METADATA_FILES = ('METADATA', 'PKG-INFO', 'RECORD')
 VERSION_OUTPUT = re.compile(r'gunicorn \(version ([^)\s]+)\)')
+# What the bundled check ran when the configuration names no command.
+DEFAULT_COMMAND = 'gunicorn'
 
 # An install that finished before the master started can look up to this much later than the
 # start: start ticks are truncated to a tick, and the boot time comes from two clock reads
@@ -53,6 +57,10 @@ COMMAND_CHANGED_AFTER_START = (
 UNKNOWN = (
     'Cannot determine the version of gunicorn master {pid}: reading its libraries: {reason}; '
     '{command_error}. Set `gunicorn` to the gunicorn executable of that app.'
+)
+UNKNOWN_WITHOUT_MASTER = (
+    'Cannot determine the version of gunicorn while no master runs: {command_error}. Set `gunicorn` to '
+    'the gunicorn executable of that app.'
 )
 
 
@@ -121,23 +129,41 @@ def started_at(stat):
     return boot + stat.start_ticks / procfs.CLOCK_TICKS
 
 
-def command_version(command, log):
-    """gunicorn's version as `COMMAND --version` prints it: `gunicorn (version 27.0.1)`."""
+def command_words(text):
+    """The words of a `gunicorn` option, split as a POSIX shell splits them, so that
+    `docker exec web gunicorn` and `"/srv/my app/bin/gunicorn"` mean what they say in a
+    shell. They are run without one: nothing in them is expanded or interpreted."""
     try:
-        out, err, returncode = get_subprocess_output([command, '--version'], log, raise_on_empty_output=False)
+        words = shlex.split(text)
+    except ValueError as e:
+        raise ValueError(f'{text!r} cannot be split into words as a shell would: {e}') from None
+    if not words:
+        raise ValueError('names no command; give the gunicorn executable, as in /srv/app/venv/bin/gunicorn')
+    return words
+
+
+def command_version(words, log):
+    """gunicorn's version as `COMMAND --version` prints it: `gunicorn (version 27.0.1)`."""
+    command = shlex.join([*words, '--version'])
+    try:
+        out, err, returncode = get_subprocess_output([*words, '--version'], log, raise_on_empty_output=False)
     except Exception as e:  # the Agent's runner raises its own types for a missing executable
-        raise VersionNotFound(f'`{command} --version` failed: {e}') from None
+        raise VersionNotFound(f'`{command}` failed: {e}') from None
     match = VERSION_OUTPUT.search(f'{out}\n{err}')
     if returncode != 0 or not match:
-        raise VersionNotFound(f'`{command} --version` exited {returncode}: {(out or err).strip()[:200]!r}')
+        raise VersionNotFound(f'`{command}` exited {returncode}: {(out or err).strip()[:200]!r}')
     return match.group(1)
 
 
-def command_changed_at(command):
-    """When the configured command last changed: pip writes gunicorn's script anew at every install."""
-    path = shutil.which(command)
+def command_changed_at(words):
+    """When the configured executable last changed, as pip writes gunicorn's script anew at every
+    install; None for a command of several words, whose gunicorn (`docker exec web gunicorn`,
+    `python -m gunicorn`) is no file the Agent can look at."""
+    if len(words) > 1:
+        return None
+    path = shutil.which(words[0])
     if path is None:
-        raise VersionNotFound(f'`{command}` is not an executable on the PATH')
+        raise VersionNotFound(f'`{words[0]}` is not an executable on the PATH')
     return os.stat(path).st_ctime
 
 
@@ -148,21 +174,30 @@ def utc(timestamp):
 class Versions:
     """Each master's version, determined the first time the master is seen and kept while it runs."""
 
-    def __init__(self, command, log, root='/proc'):
-        self.command = command
+    def __init__(self, configured_command, log, root='/proc'):
+        """`configured_command`: the `gunicorn` option's text, None when the configuration has none."""
+        self.command = command_words(configured_command or DEFAULT_COMMAND)
+        # Only a command someone configured is trusted to be the app's gunicorn when no master
+        # runs to tell; the default one is whatever `gunicorn` the Agent's PATH holds.
+        self.asked_without_master = configured_command is not None
         self.log = log
         self.root = root
-        # Proc.key -> (version, problem): either may be None. Kept whole so that a lasting problem
-        # is returned at every run without reading the disk or running the command again.
-        self.by_master = {}
+
+        # State kept between runs. Outcomes are (version, problem), either may be None, kept
+        # whole so that a lasting problem is returned at every run without reading the disk or
+        # running the command again.
+        self.by_master = {}  # Proc.key -> outcome
+        self.without_master = None  # outcome of the command while no master runs; None: not asked
 
     def newest(self, masters):
         """(version, problem) of the most recently started master, the one that outlives a USR2
-        upgrade. Either may be None; a problem is returned at every call while that master runs."""
+        upgrade, or of the configured command while no master runs. Either may be None; a
+        problem is returned at every call while it holds."""
         current = {master.key for master in masters}
         self.by_master = {key: outcome for key, outcome in self.by_master.items() if key in current}
         if not masters:
-            return None, None
+            return self.version_without_master()
+        self.without_master = None  # the next absence may follow an upgrade: ask again then
         master = max(masters, key=lambda m: m.stat.start_ticks)
         if master.key not in self.by_master:
             self.by_master[master.key] = self.determine(master)
@@ -184,6 +219,16 @@ class Versions:
             )
         return found.version, None
 
+    def version_without_master(self):
+        if not self.asked_without_master:
+            return None, None
+        if self.without_master is None:
+            try:
+                self.without_master = command_version(self.command, self.log), None
+            except VersionNotFound as command_error:
+                self.without_master = None, UNKNOWN_WITHOUT_MASTER.format(command_error=command_error)
+        return self.without_master
+
     def from_command(self, master, started, installed_error):
         try:
             version = command_version(self.command, self.log)
@@ -191,8 +236,12 @@ class Versions:
         except (VersionNotFound, OSError) as command_error:
             reason = 'permission denied' if isinstance(installed_error, psutil.AccessDenied) else installed_error
             return None, UNKNOWN.format(pid=master.pid, reason=reason, command_error=command_error)
-        if changed > started + START_SLACK:
+        if changed is not None and changed > started + START_SLACK:
             return None, COMMAND_CHANGED_AFTER_START.format(
-                command=self.command, version=version, changed=utc(changed), pid=master.pid, started=utc(started)
+                command=shlex.join(self.command),
+                version=version,
+                changed=utc(changed),
+                pid=master.pid,
+                started=utc(started),
             )
         return version, None

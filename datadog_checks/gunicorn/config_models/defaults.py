@@ -16,10 +16,6 @@ def instance_enable_legacy_tags_normalization():
     return True
 
 
-def instance_gunicorn():
-    return 'gunicorn'
-
-
 def instance_min_collection_interval():
     return 15
 

@@ -15,12 +15,16 @@ from datadog_checks.base.utils.models import validation
 from . import validators
 
 
+SECURE_FIELD_NAMES = frozenset(['gunicorn'])
+
+
 class SharedConfig(BaseModel):
     model_config = ConfigDict(
         validate_default=True,
         arbitrary_types_allowed=True,
         frozen=True,
     )
+    gunicorn: Optional[str] = None
     service: Optional[str] = None
 
     @model_validator(mode='before')
@@ -33,6 +37,11 @@ class SharedConfig(BaseModel):
         field_name = field.alias or info.field_name
         if field_name in info.context['configured_fields']:
             value = getattr(validators, f'shared_{info.field_name}', identity)(value, field=field)
+
+            if info.field_name in SECURE_FIELD_NAMES:
+                validation.security.check_field_trusted_provider(
+                    info.field_name, value, info.context.get('security_config')
+                )
 
         return validation.utils.make_immutable(value)
 

@@ -1,6 +1,7 @@
 # Validators the generated models call by name (`instance_<option>`); hand-written, kept on regeneration.
 
 from ..sockets import parse_listener
+from ..version import command_words
 from . import defaults
 
 
@@ -37,3 +38,13 @@ def instance_listeners(value, **kwargs):
         for address in value:
             parse_listener(address)
     return value
+
+
+def instance_gunicorn(value, **kwargs):
+    # Split here so that an unbalanced quote fails the configuration, naming the option.
+    if isinstance(value, str):
+        command_words(value)
+    return value
+
+
+shared_gunicorn = instance_gunicorn
