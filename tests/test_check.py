@@ -10,7 +10,6 @@ import pytest
 
 from datadog_checks.base import AgentCheck
 from datadog_checks.dev.utils import get_metadata_metrics
-from datadog_checks.gunicorn import GUnicornCheck, GunicornCheck
 
 from .server import title, wait_until
 
@@ -217,19 +216,6 @@ def test_version_metadata_is_the_running_gunicorn(gunicorn_server, make_check, d
         },
     )
     assert not check.warnings
-
-
-def test_bundled_checks_names_and_config_still_work(gunicorn_server, dd_run_check, aggregator):
-    gunicorn_server(name='legacy', workers=1)
-    # The shape of an existing gunicorn.d/conf.yaml written for the bundled check.
-    instance = {'proc_name': 'legacy', 'gunicorn': 'gunicorn', 'tags': ['team:legacy']}
-
-    check = GUnicornCheck('gunicorn', {}, [instance])
-    dd_run_check(check)
-
-    assert GUnicornCheck is GunicornCheck
-    aggregator.assert_metric('gunicorn.workers', value=1, tags=['app:legacy', 'team:legacy', 'state:idle'])
-    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=['app:legacy', 'team:legacy'])
 
 
 def test_procfs_path_of_a_containerized_agent_is_honoured(
