@@ -35,7 +35,7 @@ COMMON = (
     'uvicorn==0.54.0',
     'click==8.5.1',
     'h11==0.16.0',
-    # gunicorn >= 22 imports it at start, and 27's gevent worker too.
+    # The gevent worker imports it: a dependency of gunicorn 23, of only the gevent extra in 27.
     'packaging==26.4',
 )
 
@@ -71,7 +71,7 @@ class Release:
 _BEFORE_24 = ('sync', 'gthread', 'gevent', 'uvicorn')
 
 RELEASES = {
-    # 20.x imports pkg_resources at start; setuptools dropped it after 80.
+    # 20.x imports pkg_resources at start: a setuptools that still ships it, deprecated.
     '20.1.0': Release('20.1.0', ('gunicorn==20.1.0', 'setuptools==80.9.0', *COMMON), _BEFORE_24),
     '23.0.0': Release('23.0.0', ('gunicorn==23.0.0', *COMMON), _BEFORE_24),
     '27.0.1': Release('27.0.1', ('gunicorn==27.0.1', *COMMON), (*_BEFORE_24, 'asgi')),
@@ -175,8 +175,8 @@ def _discard(path):
 
 
 def build_all(releases=None):
-    """Every release's venv, built side by side: pip spends most of its time waiting on the
-    network and the disk, so this is quicker than one after the other even on two cores."""
+    """Every release's venv, built side by side: pip waits on the network and the disk part of
+    the time, so this is somewhat quicker than one after the other, even on two cores."""
     releases = list(RELEASES.values()) if releases is None else [RELEASES[str(r)] for r in releases]
     with ThreadPoolExecutor(max_workers=len(releases) or 1) as pool:
         return dict(zip(map(str, releases), pool.map(gunicorn_python, releases), strict=True))
