@@ -22,7 +22,12 @@ FDS_DENIED = (
 
 
 class GunicornCheck(AgentCheck, ConfigMixin):
-    """One run: find the app's masters and workers, sample them, submit."""
+    """One run: find the app's masters and workers, sample them, submit.
+
+    The core signal, `gunicorn.workers` and `gunicorn.is_running`, needs only discovery.
+    Everything else is an optional part, run through `optional_part`: whatever goes wrong
+    in one costs only that part's data, and says so in a warning that names it.
+    """
 
     def __init__(self, name, init_config, instances):
         super().__init__(name, init_config, instances)
@@ -80,41 +85,50 @@ class GunicornCheck(AgentCheck, ConfigMixin):
     def run_once(self):
         now = time.monotonic()
         snapshot = self.discovery.run(now)
-        fds_by_key = self.read_fds(snapshot.workers)
-        held = set().union(*(fds.socket_inodes for fds in fds_by_key.values()))
-        fds_complete = len(fds_by_key) == len(snapshot.workers)
-        sockets = self.sockets.sample(snapshot.masters, held, fds_complete)
-        for problem in snapshot.problems + sockets.problems:
+        for problem in snapshot.problems:
             self.report(problem)
+        fds_by_key = self.optional_part('Worker fd metrics', self.read_fds, snapshot.workers, default={})
+        fds_complete = len(fds_by_key) == len(snapshot.workers)
+        connections = self.optional_part(
+            'Listener metrics', self.submit_sockets, snapshot.masters, fds_by_key, fds_complete, default={}
+        )
 
         change = self.history.compare(snapshot.workers, now)
-        states = worker_states(snapshot.workers, fds_by_key, sockets.connections, change.cpu_advanced)
+        states = worker_states(snapshot.workers, fds_by_key, connections, change.cpu_advanced)
         working = sum(1 for state in states.values() if state == metrics.WORKING)
         self.gauge(metrics.WORKERS, working, tags=[*self.app_tags, f'state:{metrics.WORKING}'])
         self.gauge(metrics.WORKERS, len(states) - working, tags=[*self.app_tags, f'state:{metrics.IDLE}'])
+        self.submit_is_running(snapshot)
 
-        self.submit_pool(snapshot, change)
-        self.submit_sockets(sockets)
-        if sockets.listeners and fds_complete:
-            in_flight = requests_in_flight(fds_by_key, sockets.connections)
-            self.gauge(metrics.REQUESTS_IN_FLIGHT, in_flight, tags=self.app_tags)
-        heartbeat_ages = self.heartbeat_ages(snapshot.workers, fds_by_key)
+        self.optional_part('Worker pool metrics', self.submit_pool, snapshot, change)
+        heartbeat_ages = self.optional_part(
+            'Heartbeat metrics', self.heartbeat_ages, snapshot.workers, fds_by_key, default=[]
+        )
         if self.config.control_socket:
-            master_seen_ages = self.submit_control()
+            master_seen_ages = self.optional_part('Control socket metrics', self.submit_control, default=[])
             heartbeat_ages = heartbeat_ages or master_seen_ages
         if heartbeat_ages:
             self.gauge(metrics.WORKER_HEARTBEAT_AGE_MAX, max(heartbeat_ages), tags=self.app_tags)
+        self.optional_part('Version metadata', self.submit_version, snapshot.masters)
 
-        self.submit_is_running(snapshot)
-        self.submit_version(snapshot.masters)
+    def optional_part(self, part, collect, *args, default=None):
+        """`collect(*args)`, or `default` when it raises. Its own expected failures (an unreadable
+        file, a socket that answers garbage) a part reports itself; anything else is a bug or
+        a case nobody foresaw: it is shown as `PART skipped: ...` at every run while it lasts,
+        and logged with its traceback when it starts."""
+        try:
+            return collect(*args)
+        except Exception as e:
+            self.report(f'{part} skipped: {type(e).__name__}: {e}', log=self.log.exception)
+            return default
 
-    def report(self, problem):
+    def report(self, problem, log=None):
         """A condition that holds now: shown in the Agent status at every run while it holds, so
-        the instance never reads OK over it, but logged only when it starts."""
-        if problem in self.problems:
-            self.warnings.append(problem)
-        else:
-            self.warning(problem)
+        the instance never reads OK over it, but logged only when it starts, by `log`
+        (self.log.warning unless given)."""
+        if problem not in self.problems:
+            (log or self.log.warning)(problem)
+        self.warnings.append(problem)
         self.problems_now.add(problem)
 
     def heartbeat_ages(self, workers, fds_by_key):
@@ -152,13 +166,22 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             uptime = time.time() - self.boot_time - newest / procfs.CLOCK_TICKS
             self.gauge(metrics.MASTER_UPTIME, max(0.0, uptime), tags=self.app_tags)
 
-    def submit_sockets(self, sockets):
+    def submit_sockets(self, masters, fds_by_key, fds_complete):
+        """Listener and connection metrics; returns the connections the workers hold, by inode."""
+        held = set().union(*(fds.socket_inodes for fds in fds_by_key.values()))
+        sockets = self.sockets.sample(masters, held, fds_complete)
+        for problem in sockets.problems:
+            self.report(problem)
         for stats in sockets.listeners:
             tags = [*self.app_tags, f'listener:{stats.listener.address}']
             self.gauge(metrics.LISTENER_QUEUED, stats.queued, tags=tags)
             self.gauge(metrics.LISTENER_ACTIVE, stats.active, tags=tags)
         if sockets.listeners:
             self.gauge(metrics.CONNECTIONS_ACTIVE, sum(s.active for s in sockets.listeners), tags=self.app_tags)
+        if sockets.listeners and fds_complete:
+            in_flight = requests_in_flight(fds_by_key, sockets.connections)
+            self.gauge(metrics.REQUESTS_IN_FLIGHT, in_flight, tags=self.app_tags)
+        return sockets.connections
 
     def submit_control(self):
         """The master's own counters; returns its workers' heartbeat ages."""
