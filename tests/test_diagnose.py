@@ -9,6 +9,7 @@ import pytest
 from datadog_checks.gunicorn import GunicornCheck, runner
 from datadog_checks.gunicorn.diagnose import MASTER, WORKER_FDS, raw_app_name
 
+from .test_matrix import matrix
 from .unprivileged import run_as_nobody
 
 PASS, FAIL = 0, 1
@@ -56,11 +57,12 @@ def test_other_app_names_are_listed(gunicorn_server, make_check):
     assert 'proc_name' in master['remediation']
 
 
+@matrix(worker_classes=('sync',))
 def test_a_typo_names_the_running_master_first_and_blames_setproctitle_only_for_untitled_apps(
-    gunicorn_server, make_check
+    release_server, make_check
 ):
-    alpha = gunicorn_server(name='diag-alpha', workers=1)
-    untitled = gunicorn_server(name='diag-untitled-beta', workers=1, setproctitle=False)
+    alpha = release_server(name='diag-alpha', workers=1)
+    untitled = release_server(name='diag-untitled-beta', workers=1, setproctitle=False)
     untitled_pids = [untitled.master_pid, *(w.pid for w in untitled.workers())]
     check = make_check('diag-alpah')
 
