@@ -11,6 +11,8 @@ import time
 import psutil
 import pytest
 
+from datadog_checks.base import AgentCheck
+
 from datadog_checks.gunicorn import discovery, procfs
 from datadog_checks.gunicorn.discovery import Discovery
 
@@ -29,6 +31,13 @@ def count_scans(monkeypatch):
 
     monkeypatch.setattr(discovery.psutil, 'process_iter', counting)
     return calls
+
+
+def group_of(pid):
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 class TitlePlayer:
@@ -64,9 +73,10 @@ class TitlePlayer:
         self.popen.stdin.flush()
 
     def stop(self):
-        # Listed before the kill: once killed, the orphans are re-parented to this subreaper.
-        procs = [psutil.Process(self.popen.pid), *psutil.Process(self.popen.pid).children(recursive=True)]
-        os.killpg(self.popen.pid, signal.SIGKILL)
+        # By group, not by descent: a scenario may end its first process and orphan the rest.
+        procs = [proc for proc in psutil.process_iter() if group_of(proc.pid) == self.popen.pid]
+        if procs:
+            os.killpg(self.popen.pid, signal.SIGKILL)
         psutil.wait_procs(procs, timeout=10)
         self.popen.wait(timeout=5)
         self.popen.stdin.close()
@@ -268,6 +278,26 @@ def test_a_worker_that_first_looked_like_a_usr2_master_is_counted_once_titled(
     run(check, aggregator, dd_run_check)
 
     assert worker_counts(aggregator, 'seq') == {'working': 0, 'idle': 1}
+
+
+def test_a_usr2_master_orphaned_before_it_retitles_keeps_counting(play_titles, make_check, dd_run_check, aggregator):
+    player = play_titles('orphaned-successor', 'orphan')
+    (successor,) = player.expect('ready')
+    check = make_check('orphan')
+    dd_run_check(check)
+    assert worker_counts(aggregator, 'orphan') == {'working': 0, 'idle': 1}
+
+    player.advance()
+    player.popen.wait(timeout=10)  # the old master is gone; its successor still says NAME.2
+    wait_until(lambda: procfs.read_stat(successor).ppid != player.popen.pid, what='the successor re-parented')
+    run(check, aggregator, dd_run_check)
+
+    assert worker_counts(aggregator, 'orphan') == {'working': 0, 'idle': 1}
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK)
+    # A check that never saw it under the old master cannot tell it from an app named `orphan.2`.
+    fresh = make_check('orphan')
+    run(fresh, aggregator, dd_run_check)
+    assert worker_counts(aggregator, 'orphan') == {'working': 0, 'idle': 0}
 
 
 def test_steady_state_runs_read_no_titles(gunicorn_server, monkeypatch):

@@ -7,7 +7,9 @@ none is known, and every `rescan_interval` seconds to find new masters.
 
 Only a master's children are its workers, and only one master may be found under another:
 the one USR2 starts, titled `master [NAME.2]` under `master [NAME]`. A top-level
-`master [NAME.2]` is another app, started with that name.
+`master [NAME.2]` is another app, started with that name, unless it was seen as such a
+successor: between the old master's exit and its own retitling (one gunicorn loop), the
+promoted master is a top-level `master [NAME.2]` that serves the app.
 """
 
 from typing import NamedTuple
@@ -77,6 +79,7 @@ class Discovery:
         self.masters = {}  # pid -> start ticks, of the top-level masters the last scan found
         self.last_scan = None  # monotonic time of that scan
         self.final_kinds = {}  # Proc.key -> kind, of the children whose kind is in FINAL_KINDS
+        self.successors = set()  # Proc.key of the USR2 masters seen under a master of the app
         self.children_files = True  # False once the kernel turns out to lack /proc/PID/task/*/children
 
     def run(self, now):
@@ -100,7 +103,8 @@ class Discovery:
                 stat = procfs.read_stat(proc.pid, self.root)
             except (psutil.Error, procfs.ProcfsError):
                 continue  # gone, hidden or garbled: the next scan looks again
-            if title == self.master_title and stat.state not in procfs.DEAD_STATES:
+            promoted = title == self.usr2_title and (proc.pid, stat.start_ticks) in self.successors
+            if (title == self.master_title or promoted) and stat.state not in procfs.DEAD_STATES:
                 found[proc.pid] = stat
         # A fresh fork shows its master's title until it sets its own.
         self.masters = {pid: stat.start_ticks for pid, stat in found.items() if stat.ppid not in found}
@@ -119,6 +123,7 @@ class Discovery:
             self._collect(Proc(pid, stat), self.usr2_title, masters, workers, problems, seen)
         # Forget children that are gone, so the map does not grow with every recycled worker.
         self.final_kinds = {key: kind for key, kind in self.final_kinds.items() if key in seen}
+        self.successors = {master.key for master in masters} & self.successors
         return Snapshot(masters, workers, problems)
 
     def _collect(self, master, usr2_title, masters, workers, problems, seen):
@@ -147,6 +152,7 @@ class Discovery:
             if kind == WORKER:
                 workers.append(child)
             elif kind == USR2_MASTER:
+                self.successors.add(child.key)
                 self._collect(child, None, masters, workers, problems, seen)
 
     def _kind(self, child, usr2_title):

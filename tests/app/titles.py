@@ -2,7 +2,8 @@
 on demand: a child master of another app, and the moment a USR2 master is promoted while one
 of its workers still shows the title it inherited.
 
-Usage: `titles.py other-master NAME OTHER` or `titles.py promotion NAME`.
+Usage: `titles.py other-master NAME OTHER`, `titles.py promotion NAME` or
+`titles.py orphaned-successor NAME`.
 Every step reached is announced by one line on stdout; a step that waits for the test
 reads one line from stdin. Processes never exit by themselves: the test kills the group.
 """
@@ -78,7 +79,18 @@ def promotion(name):
     park()
 
 
-SCENARIOS = {'other-master': other_master, 'promotion': promotion}
+def orphaned_successor(name):
+    """`master [NAME]` with a USR2 master `master [NAME.2]` under it, which has one worker. On a
+    line from stdin the old master exits: for a moment, until gunicorn's next loop retitles
+    it, the successor is a top-level `master [NAME.2]` serving the app."""
+    title(f'master [{name}]')
+    successor = fork_titled(f'master [{name}.2]', then=lambda: fork_titled(f'worker [{name}.2]'))
+    announce('ready', successor)
+    sys.stdin.readline()
+    os._exit(0)
+
+
+SCENARIOS = {'other-master': other_master, 'promotion': promotion, 'orphaned-successor': orphaned_successor}
 
 if __name__ == '__main__':
     SCENARIOS[sys.argv[1]](*sys.argv[2:])
