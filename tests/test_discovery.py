@@ -12,7 +12,6 @@ import psutil
 import pytest
 
 from datadog_checks.base import AgentCheck
-
 from datadog_checks.gunicorn import discovery, procfs
 from datadog_checks.gunicorn.discovery import Discovery
 
