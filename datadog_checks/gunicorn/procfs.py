@@ -117,6 +117,11 @@ def read_title(pid, root='/proc'):
     return ' '.join(part for part in _read_text(root, pid, 'cmdline').split('\0') if part)
 
 
+def read_cgroup(pid, root='/proc'):
+    """/proc/PID/cgroup: one `ID:CONTROLLERS:PATH` line per hierarchy (cgroup v1), or `0::PATH` (v2)."""
+    return _read_text(root, pid, 'cgroup')
+
+
 def read_mapped_paths(pid, root='/proc'):
     """Paths of the files mapped into PID's memory (/proc/PID/maps, sixth column)."""
     paths = set()
