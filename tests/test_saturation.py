@@ -265,6 +265,16 @@ def stats_answer(**data):
     return frame(f'{{"id": 1, "status": "ok", "data": {{{body}}}}}'.encode())
 
 
+WORKERS_ANSWER = frame({'id': 2, 'status': 'ok', 'data': {'workers': [{'pid': 1, 'last_heartbeat': 0.5}], 'count': 1}})
+
+
+def answer(request, stats=None, workers=None):
+    """The framed answer to `request`, `show stats` or `show workers`: as gunicorn's unless given."""
+    if json.loads(request)['args'] == ['stats']:
+        return stats or stats_answer()
+    return workers or WORKERS_ANSWER
+
+
 def trickle(data, every):
     for byte in data:
         time.sleep(every)
@@ -284,16 +294,19 @@ def slow(data, delay):
         (lambda request: struct.pack('>I', 1 << 30), 'announced a 1073741824-byte answer; at most 1048576'),
         (lambda request: struct.pack('>I', 100) + b'{"id": 1', 'connection closed after 8 of 100 bytes'),
         (lambda request: frame({'id': 1, 'status': 'error', 'error': 'Unknown command'}), 'Unknown command'),
-        (lambda request: stats_answer(workers_target='"x"'), "workers_target = 'x', not a count"),
-        (lambda request: stats_answer(reloads='-1'), 'reloads = -1, not a count'),
-        (lambda request: stats_answer(workers_killed='2.5'), 'workers_killed = 2.5, not a count'),
+        (lambda request: answer(request, stats_answer(workers_target='"x"')), "workers_target = 'x', not a count"),
+        (lambda request: answer(request, stats_answer(reloads='-1')), 'reloads = -1, not a count'),
+        (lambda request: answer(request, stats_answer(workers_killed='2.5')), 'workers_killed = 2.5, not a count'),
         (lambda request: time.sleep(1.5) or b'', 'no complete answer to `show stats` and `show workers` within 1.0s'),
         # Each of these used to fail the whole run, core signal included.
         (lambda request: frame(b'[' * 100_000 + b']' * 100_000), 'nested deeper than 16 levels'),
-        (lambda request: stats_answer(workers_target='1e400'), 'a number out of range: 1e400'),
-        (lambda request: stats_answer(workers_target='9' * 400), 'out of range: 99999999999999999999... (400 char'),
-        (lambda request: stats_answer(workers_target='NaN'), 'a number out of range: NaN'),
-        (lambda request: stats_answer(reloads='-Infinity'), 'a number out of range: -Infinity'),
+        (lambda request: answer(request, stats_answer(workers_target='1e400')), 'a number out of range: 1e400'),
+        (
+            lambda request: answer(request, stats_answer(workers_target='9' * 400)),
+            'out of range: 99999999999999999999... (400 char',
+        ),
+        (lambda request: answer(request, stats_answer(workers_target='NaN')), 'a number out of range: NaN'),
+        (lambda request: answer(request, stats_answer(reloads='-Infinity')), 'a number out of range: -Infinity'),
     ],
     ids=[
         'garbage',
@@ -334,8 +347,9 @@ def test_nesting_is_counted_outside_json_strings_only(gunicorn_server, make_chec
     # Brackets inside a string are text: gunicorn may quote an app's error message holding any.
     gunicorn_server(name='ctl-brackets', workers=1)
     workers = frame({'id': 2, 'status': 'ok', 'data': {'workers': [{'pid': 1, 'last_heartbeat': 0.5, 'x': '[' * 99}]}})
-    answers = {'stats': stats_answer(workers_target='3'), 'workers': workers}
-    fake = FakeControlSocket(tmp_path / 'fake.ctl', lambda request: answers[json.loads(request)['args'][0]])
+    fake = FakeControlSocket(
+        tmp_path / 'fake.ctl', lambda request: answer(request, stats_answer(workers_target='3'), workers)
+    )
     try:
         check = make_check('ctl-brackets', control_socket=fake.path)
         dd_run_check(check)
@@ -349,9 +363,9 @@ def test_nesting_is_counted_outside_json_strings_only(gunicorn_server, make_chec
 @pytest.mark.parametrize(
     'reply',
     [
-        pytest.param(lambda request: trickle(stats_answer(), every=0.9), id='one-byte-every-0.9s'),
+        pytest.param(lambda request: trickle(answer(request), every=0.9), id='one-byte-every-0.9s'),
         # Each answer within 1 s, both together not: the deadline is the exchange's, not each answer's.
-        pytest.param(lambda request: slow(stats_answer(), delay=0.6), id='two-answers-of-0.6s'),
+        pytest.param(lambda request: slow(answer(request), delay=0.6), id='two-answers-of-0.6s'),
     ],
 )
 def test_a_slow_control_socket_holds_a_run_1s_at_most(
