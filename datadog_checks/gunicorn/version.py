@@ -179,7 +179,7 @@ class Versions:
         self.command = command_words(configured_command or DEFAULT_COMMAND)
         # Only a command someone configured is trusted to be the app's gunicorn when no master
         # runs to tell; the default one is whatever `gunicorn` the Agent's PATH holds.
-        self.asked_without_master = configured_command is not None
+        self.ask_without_master = configured_command is not None
         self.log = log
         self.root = root
 
@@ -220,7 +220,7 @@ class Versions:
         return found.version, None
 
     def version_without_master(self):
-        if not self.asked_without_master:
+        if not self.ask_without_master:
             return None, None
         if self.without_master is None:
             try:
