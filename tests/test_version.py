@@ -68,20 +68,21 @@ def test_command_fallback_runs_once_per_master(
 
 
 @pytest.mark.parametrize(
-    'init_config, instance_command, ran',
+    'init_config, options, ran',
     [
-        pytest.param({'gunicorn': VENV_GUNICORN}, None, VENV_GUNICORN, id='init_config'),
-        pytest.param({'gunicorn': '/nonexistent/init/gunicorn'}, VENV_GUNICORN, VENV_GUNICORN, id='instance-wins'),
-        pytest.param({'gunicorn': VENV_GUNICORN}, '', VENV_GUNICORN, id='empty-instance-option'),
+        pytest.param({'gunicorn': VENV_GUNICORN}, {}, VENV_GUNICORN, id='init_config'),
+        pytest.param(
+            {'gunicorn': '/nonexistent/gunicorn'}, {'gunicorn': VENV_GUNICORN}, VENV_GUNICORN, id='instance-wins'
+        ),
+        # `gunicorn:` with no value in the instance
+        pytest.param({'gunicorn': VENV_GUNICORN}, {'gunicorn': None}, VENV_GUNICORN, id='empty-instance-option'),
     ],
 )
 def test_init_config_command_is_honoured_after_the_instances(
-    gunicorn_server, dd_run_check, datadog_agent, maps_denied, count_commands, init_config, instance_command, ran
+    gunicorn_server, dd_run_check, datadog_agent, maps_denied, count_commands, init_config, options, ran
 ):
     gunicorn_server(name='v-init', workers=1)
-    instance = {'proc_name': 'v-init'}
-    if instance_command is not None:
-        instance['gunicorn'] = instance_command or None  # '' stands for `gunicorn:` with no value
+    instance = {'proc_name': 'v-init', **options}
     check = GunicornCheck('gunicorn', init_config, [instance])
     check.check_id = 'test:init'
 
