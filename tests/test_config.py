@@ -14,10 +14,8 @@ from scripts.sync_config import drifted_files
 @pytest.mark.parametrize(
     'instance, option, problem',
     [
-        ({}, 'proc_name', 'Field required'),
         ({'proc_name': ''}, 'proc_name', 'blank string'),
         ({'proc_name': '   '}, 'proc_name', 'blank string'),
-        ({'proc_name': None}, 'proc_name', 'valid string'),
         ({'proc_name': 5}, 'proc_name', 'valid string'),
         ({'proc_name': ['web']}, 'proc_name', 'valid string'),
         ({'proc_name': 'web', 'tags': 'team:web'}, 'tags', 'valid tuple'),
@@ -36,6 +34,9 @@ from scripts.sync_config import drifted_files
         ({'proc_name': 'web', 'listeners': ['unix:run/app.sock']}, 'listeners', 'absolute path'),
         ({'proc_name': 'web', 'listeners': [8000]}, 'listeners', 'not an address'),
         ({'proc_name': 'web', 'control_socket': ['/run/g.ctl']}, 'control_socket', 'valid string'),
+        ({'pod_uid': '%%kube_pod_uid%%'}, 'pod_uid', 'not a Kubernetes pod uid'),
+        ({'pod_uid': '6F1D3B2A-9C8E-4D7F-A1B2-C3D4E5F60718'}, 'pod_uid', 'not a Kubernetes pod uid'),
+        ({'pod_uid': 7}, 'pod_uid', 'valid string'),
     ],
     ids=lambda value: repr(value) if isinstance(value, dict) else None,
 )

@@ -494,7 +494,8 @@ def test_proc_net_tcp_stands_in_when_sock_diag_is_refused(
     assert expected == {('gunicorn.listener.queued', tag): 2, ('gunicorn.listener.active', tag): 1}
     assert listener_numbers(aggregator, 'fallback') == expected
     assert worker_counts(aggregator, 'fallback') == {'working': 1, 'idle': 0}
-    assert fallback.sockets.netlink is False
+    (pool,) = fallback.pools.values()
+    assert pool.sockets.netlink is False
 
 
 def test_a_configured_address_nobody_listens_on_is_a_warning(gunicorn_server, make_check, monkeypatch):
@@ -587,4 +588,5 @@ def test_master_in_another_network_namespace(gunicorn_server, make_check, dd_run
         ('gunicorn.listener.active', tag): 2,
     }
     assert worker_counts(aggregator, 'netns') == {'working': 2, 'idle': 0}
-    assert check.sockets.netlink, 'netlink was not refused: the other namespace alone chose /proc/PID/net'
+    (pool,) = check.pools.values()
+    assert pool.sockets.netlink, 'netlink was not refused: the other namespace alone chose /proc/PID/net'

@@ -1,4 +1,5 @@
 import time
+from typing import NamedTuple
 
 import psutil
 
@@ -7,6 +8,7 @@ from datadog_checks.base.agent import datadog_agent
 
 from . import metrics, procfs
 from .config_models import ConfigMixin
+from .containers import container_tags, tag_cardinality
 from .control import ControlError, read_stats
 from .diagnose import diagnose_master, diagnose_worker_fds
 from .discovery import MASTER_TITLE, Discovery
@@ -19,6 +21,14 @@ FDS_DENIED = (
     'misses workers waiting on I/O, and heartbeat ages are unknown{listeners}. Run the Agent as root or as '
     "gunicorn's user, or give it CAP_SYS_PTRACE, for exact counts."
 )
+
+
+class PoolState(NamedTuple):
+    """What is kept between runs for one pool: the masters of one app in one container (or on
+    the host), which report as one series."""
+
+    sockets: Sockets
+    history: WorkerHistory
 
 
 class GunicornCheck(AgentCheck, ConfigMixin):
@@ -35,10 +45,11 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         # configuration is reported by run() as the Agent shows it, not as a load error.
         self.root = None
         self.boot_time = None
-        self.app_tags = None
+        self.instance_tags = None  # app:NAME (when proc_name is set) and the user's tags
+        self.cardinality = None
         self.discovery = None
-        self.sockets = None
-        self.history = None
+        self.listeners = None
+        self.pools = {}  # (app, container) -> PoolState, of the pools seen at the previous run
         self.versions = None
         self.submitted_version = None
         self.problems = set()  # lasting conditions reported at the previous run
@@ -55,10 +66,10 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             psutil.PROCFS_PATH = procfs_path.rstrip('/')
         self.root = root = psutil.PROCFS_PATH
         self.boot_time = psutil.boot_time()
-        self.app_tags = [f'app:{config.proc_name}', *(config.tags or ())]
-        self.discovery = Discovery(config.proc_name, config.rescan_interval, root)
-        self.sockets = Sockets([parse_listener(address) for address in config.listeners or ()], root)
-        self.history = WorkerHistory()
+        self.instance_tags = [*([f'app:{config.proc_name}'] if config.proc_name else []), *(config.tags or ())]
+        self.cardinality = tag_cardinality(datadog_agent.get_config('checks_tag_cardinality'))
+        self.discovery = Discovery(config.proc_name, config.rescan_interval, root, config.pod_uid)
+        self.listeners = [parse_listener(address) for address in config.listeners or ()]
         # The instance's command first, then init_config's, as the bundled check looked it up.
         self.versions = Versions(config.gunicorn or self.shared_config.gunicorn, self.log, root)
 
@@ -87,29 +98,55 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         snapshot = self.discovery.run(now)
         for problem in snapshot.problems:
             self.report(problem)
-        fds_by_key = self.optional_part('Worker fd metrics', self.read_fds, snapshot.workers, default={})
-        fds_complete = len(fds_by_key) == len(snapshot.workers)
-        connections = self.optional_part(
-            'Listener metrics', self.submit_sockets, snapshot.masters, fds_by_key, fds_complete, default={}
-        )
-
-        change = self.history.compare(snapshot.workers, now)
-        states = worker_states(snapshot.workers, fds_by_key, connections, change.cpu_advanced)
-        working = sum(1 for state in states.values() if state == metrics.WORKING)
-        self.gauge(metrics.WORKERS, working, tags=[*self.app_tags, f'state:{metrics.WORKING}'])
-        self.gauge(metrics.WORKERS, len(states) - working, tags=[*self.app_tags, f'state:{metrics.IDLE}'])
-        self.submit_is_running(snapshot)
-
-        self.optional_part('Worker pool metrics', self.submit_pool, snapshot, change)
-        heartbeat_ages = self.optional_part(
-            'Heartbeat metrics', self.heartbeat_ages, snapshot.workers, fds_by_key, default=[]
-        )
+        pools = snapshot.pools()
+        self.pools = {key: self.pools.get(key) or self.new_pool_state() for key in pools}
+        if not pools:
+            self.submit_absent()
+        control_ages = []
         if self.config.control_socket:
-            master_seen_ages = self.optional_part('Control socket metrics', self.submit_control, default=[])
-            heartbeat_ages = heartbeat_ages or master_seen_ages
-        if heartbeat_ages:
-            self.gauge(metrics.WORKER_HEARTBEAT_AGE_MAX, max(heartbeat_ages), tags=self.app_tags)
+            control_ages = self.optional_part('Control socket metrics', self.submit_control, default=[])
+        for key, pool in pools.items():
+            # The control socket speaks for one master: its heartbeats stand in only for a lone pool's.
+            self.run_pool(pool, self.pools[key], now, control_ages if len(pools) == 1 else [])
         self.optional_part('Version metadata', self.submit_version, snapshot.masters)
+
+    def new_pool_state(self):
+        return PoolState(Sockets(self.listeners, self.root), WorkerHistory())
+
+    def run_pool(self, pool, state, now, control_ages):
+        """The series of one pool, tagged with its app and, in a container, the container's tags."""
+        tags = [f'app:{pool.app}', *(self.config.tags or ())]
+        if pool.container is not None:
+            tags += self.optional_part(
+                'Container tags', container_tags, pool.container, self.cardinality, default=[]
+            ) or [f'container_id:{pool.container.id}']
+        fds_by_key = self.optional_part('Worker fd metrics', self.read_fds, pool.workers, default={})
+        fds_complete = len(fds_by_key) == len(pool.workers)
+        connections = self.optional_part(
+            'Listener metrics',
+            self.submit_sockets,
+            state.sockets,
+            pool.masters,
+            fds_by_key,
+            fds_complete,
+            tags,
+            default={},
+        )
+
+        change = state.history.compare(pool.workers, now)
+        states = worker_states(pool.workers, fds_by_key, connections, change.cpu_advanced)
+        working = sum(1 for state in states.values() if state == metrics.WORKING)
+        self.gauge(metrics.WORKERS, working, tags=[*tags, f'state:{metrics.WORKING}'])
+        self.gauge(metrics.WORKERS, len(states) - working, tags=[*tags, f'state:{metrics.IDLE}'])
+        self.submit_is_running(pool, tags)
+
+        self.optional_part('Worker pool metrics', self.submit_pool, pool, change, tags)
+        heartbeat_ages = self.optional_part(
+            'Heartbeat metrics', self.heartbeat_ages, pool.workers, fds_by_key, default=[]
+        )
+        heartbeat_ages = heartbeat_ages or control_ages
+        if heartbeat_ages:
+            self.gauge(metrics.WORKER_HEARTBEAT_AGE_MAX, max(heartbeat_ages), tags=tags)
 
     def optional_part(self, part, collect, *args, default=None):
         """`collect(*args)`, or `default` when it raises. Its own expected failures (an unreadable
@@ -152,36 +189,35 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self.report(FDS_DENIED.format(listeners=listeners))
         return fds_by_key
 
-    def submit_pool(self, snapshot, change):
+    def submit_pool(self, pool, change, tags):
         if change.started is not None:
-            self.count(metrics.WORKERS_STARTED, change.started, tags=self.app_tags)
+            self.count(metrics.WORKERS_STARTED, change.started, tags=tags)
         if change.cpu_percent is not None:
-            self.gauge(metrics.WORKER_CPU, change.cpu_percent, tags=self.app_tags)
-        if snapshot.workers:
-            rss = [worker.stat.rss_bytes for worker in snapshot.workers]
-            self.gauge(metrics.WORKER_RSS_SUM, sum(rss), tags=self.app_tags)
-            self.gauge(metrics.WORKER_RSS_MAX, max(rss), tags=self.app_tags)
-        if snapshot.masters:
-            newest = max(master.stat.start_ticks for master in snapshot.masters)
-            uptime = time.time() - self.boot_time - newest / procfs.CLOCK_TICKS
-            self.gauge(metrics.MASTER_UPTIME, max(0.0, uptime), tags=self.app_tags)
+            self.gauge(metrics.WORKER_CPU, change.cpu_percent, tags=tags)
+        if pool.workers:
+            rss = [worker.stat.rss_bytes for worker in pool.workers]
+            self.gauge(metrics.WORKER_RSS_SUM, sum(rss), tags=tags)
+            self.gauge(metrics.WORKER_RSS_MAX, max(rss), tags=tags)
+        newest = max(master.stat.start_ticks for master in pool.masters)
+        uptime = time.time() - self.boot_time - newest / procfs.CLOCK_TICKS
+        self.gauge(metrics.MASTER_UPTIME, max(0.0, uptime), tags=tags)
 
-    def submit_sockets(self, masters, fds_by_key, fds_complete):
+    def submit_sockets(self, sockets, masters, fds_by_key, fds_complete, tags):
         """Listener and connection metrics; returns the connections the workers hold, by inode."""
         held = set().union(*(fds.socket_inodes for fds in fds_by_key.values()))
-        sockets = self.sockets.sample(masters, held, fds_complete)
-        for problem in sockets.problems:
+        sample = sockets.sample(masters, held, fds_complete)
+        for problem in sample.problems:
             self.report(problem)
-        for stats in sockets.listeners:
-            tags = [*self.app_tags, f'listener:{stats.listener.address}']
-            self.gauge(metrics.LISTENER_QUEUED, stats.queued, tags=tags)
-            self.gauge(metrics.LISTENER_ACTIVE, stats.active, tags=tags)
-        if sockets.listeners:
-            self.gauge(metrics.CONNECTIONS_ACTIVE, sum(s.active for s in sockets.listeners), tags=self.app_tags)
-        if sockets.listeners and fds_complete:
-            in_flight = requests_in_flight(fds_by_key, sockets.connections)
-            self.gauge(metrics.REQUESTS_IN_FLIGHT, in_flight, tags=self.app_tags)
-        return sockets.connections
+        for stats in sample.listeners:
+            listener_tags = [*tags, f'listener:{stats.listener.address}']
+            self.gauge(metrics.LISTENER_QUEUED, stats.queued, tags=listener_tags)
+            self.gauge(metrics.LISTENER_ACTIVE, stats.active, tags=listener_tags)
+        if sample.listeners:
+            self.gauge(metrics.CONNECTIONS_ACTIVE, sum(s.active for s in sample.listeners), tags=tags)
+        if sample.listeners and fds_complete:
+            in_flight = requests_in_flight(fds_by_key, sample.connections)
+            self.gauge(metrics.REQUESTS_IN_FLIGHT, in_flight, tags=tags)
+        return sample.connections
 
     def submit_control(self):
         """The master's own counters; returns its workers' heartbeat ages."""
@@ -191,26 +227,39 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         except ControlError as e:
             self.report(f"Cannot read gunicorn's control socket {path}: {e}")
             return []
-        self.gauge(metrics.MASTER_WORKERS_TARGET, stats.workers_target, tags=self.app_tags)
-        self.monotonic_count(metrics.MASTER_WORKERS_SPAWNED, stats.workers_spawned, tags=self.app_tags)
-        self.monotonic_count(metrics.MASTER_WORKERS_KILLED, stats.workers_killed, tags=self.app_tags)
-        self.monotonic_count(metrics.MASTER_RELOADS, stats.reloads, tags=self.app_tags)
+        tags = self.instance_tags
+        self.gauge(metrics.MASTER_WORKERS_TARGET, stats.workers_target, tags=tags)
+        self.monotonic_count(metrics.MASTER_WORKERS_SPAWNED, stats.workers_spawned, tags=tags)
+        self.monotonic_count(metrics.MASTER_WORKERS_KILLED, stats.workers_killed, tags=tags)
+        self.monotonic_count(metrics.MASTER_RELOADS, stats.reloads, tags=tags)
         return stats.heartbeat_ages
 
-    def submit_is_running(self, snapshot):
-        if not snapshot.masters:
-            message = f'No process titled `{MASTER_TITLE.format(self.config.proc_name)}` is running.'
-            self.report(
-                f"{message} Without the setproctitle package in the app's environment, gunicorn keeps its "
-                'command line as its title and cannot be told apart.'
+    def submit_absent(self):
+        """No master in scope: the core signal still says so, under the instance's tags."""
+        config = self.config
+        scope = f' in pod {config.pod_uid}' if config.pod_uid else ''
+        if config.proc_name:
+            message = f'No process titled `{MASTER_TITLE.format(config.proc_name)}` is running{scope}.'
+            hint = (
+                "Without the setproctitle package in the app's environment, gunicorn keeps its command line as "
+                'its title and cannot be told apart.'
             )
-            self.service_check(metrics.SERVICE_CHECK_RUNNING, self.CRITICAL, tags=self.app_tags, message=message)
-        elif not snapshot.workers:
-            pids = ', '.join(str(master.pid) for master in snapshot.masters)
-            message = f'The gunicorn master ({pids}) is running but has no workers.'
-            self.service_check(metrics.SERVICE_CHECK_RUNNING, self.CRITICAL, tags=self.app_tags, message=message)
         else:
-            self.service_check(metrics.SERVICE_CHECK_RUNNING, self.OK, tags=self.app_tags)
+            message = f'No gunicorn master is running{scope}.'
+            hint = 'gunicorn masters are found by their title `gunicorn: master [NAME]`, which needs setproctitle.'
+        self.report(f'{message} {hint}')
+        tags = self.instance_tags
+        self.gauge(metrics.WORKERS, 0, tags=[*tags, f'state:{metrics.WORKING}'])
+        self.gauge(metrics.WORKERS, 0, tags=[*tags, f'state:{metrics.IDLE}'])
+        self.service_check(metrics.SERVICE_CHECK_RUNNING, self.CRITICAL, tags=tags, message=message)
+
+    def submit_is_running(self, pool, tags):
+        if pool.workers:
+            self.service_check(metrics.SERVICE_CHECK_RUNNING, self.OK, tags=tags)
+            return
+        pids = ', '.join(str(master.pid) for master in pool.masters)
+        message = f'The gunicorn master ({pids}) is running but has no workers.'
+        self.service_check(metrics.SERVICE_CHECK_RUNNING, self.CRITICAL, tags=tags, message=message)
 
     def submit_version(self, masters):
         if not self.is_metadata_collection_enabled():

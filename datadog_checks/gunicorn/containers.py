@@ -19,10 +19,13 @@ components matter. A process on the host has no container.
 import re
 from typing import NamedTuple
 
+from datadog_checks.base.utils.tagging import tagger
+
 from . import procfs
 
 CONTAINER_ID = re.compile(r'(?:^|[/-])([0-9a-f]{64})(?:\.scope)?$')
 POD_UID = re.compile(r'pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?$')
+POD_UID_FORMAT = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')
 # CRI-O's conmon, the monitor of a container, lives in a cgroup named after the container.
 NOT_A_CONTAINER = ('crio-conmon-',)
 
@@ -65,3 +68,14 @@ def parse_cgroup_path(path):
         if pod is not None:
             pod_uid = pod.group(1).replace('_', '-')
     return Container(match.group(1), pod_uid)
+
+
+def tag_cardinality(setting):
+    """The tagger's cardinality for the Agent's `checks_tag_cardinality` (low by default)."""
+    return {'orchestrator': tagger.ORCHESTRATOR, 'high': tagger.HIGH}.get(str(setting or '').lower(), tagger.LOW)
+
+
+def container_tags(container, cardinality):
+    """`container_id:<id>` and the tags the Agent's tagger has for the container: pod name,
+    namespace, deployment... at `cardinality`."""
+    return list(dict.fromkeys([f'container_id:{container.id}', *tagger.tag(container.entity, cardinality)]))

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import psutil
 
-from . import procfs
+from . import containers, procfs
 
 # /proc/PID/comm keeps 15 characters of the title: a cheap filter before reading cmdline.
 MASTER_COMM = 'gunicorn: maste'
@@ -44,10 +44,55 @@ class Proc(NamedTuple):
         return self.pid, self.stat.start_ticks
 
 
-class Snapshot(NamedTuple):
-    masters: list  # of Proc: top-level masters, then masters started under them by USR2
+class Tree(NamedTuple):
+    """A top-level master, the master USR2 started under it if any, and their workers."""
+
+    app: str  # NAME of `master [NAME]`
+    container: object  # containers.Container of the top-level master, None on the host
+    masters: list  # of Proc: the top-level master first
     workers: list  # of Proc
+
+
+class Snapshot(NamedTuple):
+    trees: list  # of Tree
     problems: list  # of str: what could not be read, for the Agent status page
+
+    @property
+    def masters(self):
+        return [master for tree in self.trees for master in tree.masters]
+
+    @property
+    def workers(self):
+        return [worker for tree in self.trees for worker in tree.workers]
+
+    def pools(self):
+        """(app, container) -> Tree of every master of that app in that container (or on the
+        host, container None): what reports as one series."""
+        pools = {}
+        for tree in self.trees:
+            key = tree.app, tree.container
+            known = pools.get(key)
+            pools[key] = (
+                tree
+                if known is None
+                else known._replace(masters=known.masters + tree.masters, workers=known.workers + tree.workers)
+            )
+        return pools
+
+
+class Known(NamedTuple):
+    """A top-level master the last scan found."""
+
+    start_ticks: int
+    app: str
+    container: object  # containers.Container, None on the host
+
+
+def app_of(title):
+    """NAME of a `gunicorn: master [NAME]` title, None for any other title."""
+    if title.startswith(MASTER_TITLE_PREFIX) and title.endswith(']'):
+        return title[len(MASTER_TITLE_PREFIX) : -1]
+    return None
 
 
 def classify_child(title, usr2_title):
@@ -67,16 +112,17 @@ def classify_child(title, usr2_title):
 
 
 class Discovery:
-    """Finds the masters of one app and their workers, run after run."""
+    """Finds the masters of one app (of every app when `proc_name` is None) and their workers,
+    run after run; with `pod_uid`, only the masters in that Kubernetes pod."""
 
-    def __init__(self, proc_name, rescan_interval, root='/proc'):
-        self.master_title = MASTER_TITLE.format(proc_name)
-        self.usr2_title = MASTER_TITLE.format(proc_name + UPGRADE_SUFFIX)
+    def __init__(self, proc_name, rescan_interval, root='/proc', pod_uid=None):
+        self.proc_name = proc_name
+        self.pod_uid = pod_uid
         self.rescan_interval = rescan_interval
         self.root = root
 
         # State kept between runs.
-        self.masters = {}  # pid -> start ticks, of the top-level masters the last scan found
+        self.masters = {}  # pid -> Known, of the top-level masters the last scan found
         self.last_scan = None  # monotonic time of that scan
         self.final_kinds = {}  # Proc.key -> kind, of the children whose kind is in FINAL_KINDS
         self.successors = set()  # Proc.key of the USR2 masters seen under a master of the app
@@ -89,11 +135,11 @@ class Discovery:
         snapshot = self._walk()
         if snapshot is None:  # a remembered master is gone: a USR2 successor or a restart may have replaced it
             self.scan(now)
-            snapshot = self._walk() or Snapshot([], [], [])
+            snapshot = self._walk() or Snapshot([], [])
         return snapshot
 
     def scan(self, now):
-        """Read the whole process table for masters titled after the app."""
+        """Read the whole process table for masters titled after the app, in scope."""
         found = {}
         for proc in psutil.process_iter(['name']):
             if not (proc.info['name'] or '').startswith(MASTER_COMM):
@@ -101,30 +147,50 @@ class Discovery:
             try:
                 title = procfs.read_title(proc.pid, self.root)
                 stat = procfs.read_stat(proc.pid, self.root)
+                app = self._app(title, (proc.pid, stat.start_ticks))
+                if app is None or stat.state in procfs.DEAD_STATES:
+                    continue
+                container = containers.container_of(proc.pid, self.root)
             except (psutil.Error, procfs.ProcfsError):
                 continue  # gone, hidden or garbled: the next scan looks again
-            promoted = title == self.usr2_title and (proc.pid, stat.start_ticks) in self.successors
-            if (title == self.master_title or promoted) and stat.state not in procfs.DEAD_STATES:
-                found[proc.pid] = stat
+            if self.pod_uid is None or (container is not None and container.pod_uid == self.pod_uid):
+                found[proc.pid] = (stat, app, container)
         # A fresh fork shows its master's title until it sets its own.
-        self.masters = {pid: stat.start_ticks for pid, stat in found.items() if stat.ppid not in found}
+        self.masters = {
+            pid: Known(stat.start_ticks, app, container)
+            for pid, (stat, app, container) in found.items()
+            if stat.ppid not in found
+        }
         self.last_scan = now
 
+    def _app(self, title, key):
+        """The app a master's title names, if it is one of ours; None otherwise. A top-level
+        `master [NAME.2]` is an app of that name, unless it was seen as NAME's USR2 master."""
+        app = app_of(title)
+        if app is None:
+            return None
+        if app.endswith(UPGRADE_SUFFIX) and key in self.successors:
+            app = app[: -len(UPGRADE_SUFFIX)]
+        return app if self.proc_name is None or app == self.proc_name else None
+
     def _walk(self):
-        masters, workers, problems = [], [], []
+        trees, problems = [], []
         seen = set()
-        for pid, start_ticks in self.masters.items():
+        for pid, known in self.masters.items():
             try:
                 stat = procfs.read_stat(pid, self.root)
             except (psutil.Error, procfs.ProcfsError):
                 return None
-            if stat.start_ticks != start_ticks or stat.state in procfs.DEAD_STATES:
+            if stat.start_ticks != known.start_ticks or stat.state in procfs.DEAD_STATES:
                 return None
-            self._collect(Proc(pid, stat), self.usr2_title, masters, workers, problems, seen)
+            masters, workers = [], []
+            usr2_title = MASTER_TITLE.format(known.app + UPGRADE_SUFFIX)
+            self._collect(Proc(pid, stat), usr2_title, masters, workers, problems, seen)
+            trees.append(Tree(known.app, known.container, masters, workers))
         # Forget children that are gone, so the map does not grow with every recycled worker.
         self.final_kinds = {key: kind for key, kind in self.final_kinds.items() if key in seen}
-        self.successors = {master.key for master in masters} & self.successors
-        return Snapshot(masters, workers, problems)
+        self.successors = {master.key for tree in trees for master in tree.masters} & self.successors
+        return Snapshot(trees, problems)
 
     def _collect(self, master, usr2_title, masters, workers, problems, seen):
         masters.append(master)

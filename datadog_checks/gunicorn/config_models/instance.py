@@ -41,7 +41,8 @@ class InstanceConfig(BaseModel):
     listeners: Optional[tuple[str, ...]] = None
     metric_patterns: Optional[MetricPatterns] = None
     min_collection_interval: Optional[float] = None
-    proc_name: str = Field(..., min_length=1)
+    pod_uid: Optional[str] = None
+    proc_name: Optional[str] = Field(None, min_length=1)
     rescan_interval: Optional[float] = Field(None, gt=0.0)
     service: Optional[str] = None
     tags: Optional[tuple[str, ...]] = None

@@ -1,5 +1,6 @@
 # Validators the generated models call by name (`instance_<option>`); hand-written, kept on regeneration.
 
+from ..containers import POD_UID_FORMAT
 from ..sockets import parse_listener
 from ..version import command_words
 from . import defaults
@@ -48,3 +49,13 @@ def instance_gunicorn(value, **kwargs):
 
 
 shared_gunicorn = instance_gunicorn
+
+
+def instance_pod_uid(value, **kwargs):
+    # An unfilled template variable would scope the instance to no pod at all, silently.
+    if isinstance(value, str) and not POD_UID_FORMAT.fullmatch(value):
+        raise ValueError(
+            f'{value!r} is not a Kubernetes pod uid (8-4-4-4-12 hex digits); in an Autodiscovery '
+            'template, `%%kube_pod_uid%%` is filled only for a pod'
+        )
+    return value
