@@ -69,6 +69,8 @@ class GunicornServer:
         control_socket=None,
         config_file=None,
         own_network_namespace=False,
+        own_pid_namespace=False,
+        cgroups=(),
         python=None,
         default_control_socket=False,
         stop_signal=signal.SIGQUIT,
@@ -103,10 +105,21 @@ class GunicornServer:
             *args,
             app,
         ]
-        if own_network_namespace:
-            # As gunicorn in a container: a network namespace of its own, with only loopback, up.
-            # unshare and sh exec in place, so the pid stays the master's.
-            self.command = ['unshare', '--net', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', *self.command]
+        if own_network_namespace or own_pid_namespace:
+            # As gunicorn in a container: a network namespace of its own, with only loopback up;
+            # a PID namespace of its own, where the master is PID 1 (unshare forks it and waits).
+            # Without a PID namespace, unshare and sh exec in place: the pid stays the master's.
+            unshare = ['unshare', *(['--net'] if own_network_namespace else [])]
+            unshare += ['--pid', '--fork', '--mount-proc'] if own_pid_namespace else []
+            setup = 'ip link set lo up && exec "$@"' if own_network_namespace else 'exec "$@"'
+            self.command = [*unshare, 'sh', '-c', setup, 'sh', *self.command]
+        if cgroups:
+            # Moved into each cgroup (v1 hierarchies and v2) before anything starts, so that every
+            # process of the server is born there, as in a container.
+            join = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 97; shift; done; shift; exec "$@"'
+            self.command = ['sh', '-c', join, 'sh', *map(str, cgroups), '--', *self.command]
+        self.own_pid_namespace = own_pid_namespace
+        self._master_pid = None
         self.env = dict(os.environ)
         self.default_control_socket = default_control_socket
         self.runtime_dir = None
@@ -202,7 +215,22 @@ class GunicornServer:
 
     @property
     def master_pid(self):
-        return self.popen.pid
+        if not self.own_pid_namespace:
+            return self.popen.pid
+        if self._master_pid is None:
+            # unshare --fork: the master is unshare's only child, PID 1 of its namespace.
+            wait_until(lambda: self.popen.poll() is not None or self._forked(), what='unshare to fork')
+            if not self._forked():
+                return self.popen.pid  # unshare failed: nothing else to find or stop
+            self._master_pid = self._forked()[0].pid
+            self.started.setdefault(self._master_pid, psutil.Process(self._master_pid))
+        return self._master_pid
+
+    def _forked(self):
+        try:
+            return psutil.Process(self.popen.pid).children()
+        except psutil.NoSuchProcess:
+            return []
 
     def descendants(self, pid=None):
         try:

@@ -1,0 +1,238 @@
+"""Containers and pods made for real: gunicorn as PID 1 of its own PID and network namespaces,
+inside cgroups named the way the kubelet (systemd driver, containerd) and cgroupfs name a pod's
+container, seen from the host as an Agent with `hostPID` sees it. The Agent's tagger is
+datadog-checks-base's stub, holding the pod tags the real one would have."""
+
+import os
+import re
+import secrets
+import shutil
+import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+import gunicorn
+import pytest
+
+from datadog_checks.base import AgentCheck
+from datadog_checks.base.stubs import tagger
+
+from .server import wait_until
+from .test_saturation import close_all, hold_requests, in_network_namespace_of
+
+CGROUP_V2 = Path('/sys/fs/cgroup/unified')
+CGROUP_V1_SYSTEMD = Path('/sys/fs/cgroup/systemd')
+
+
+def cgroups_writable():
+    """Why this machine cannot make containers' cgroups, or None when it can."""
+    for root in (CGROUP_V2, CGROUP_V1_SYSTEMD):
+        if not (root / 'cgroup.procs').exists():
+            return f'no cgroup hierarchy mounted at {root}'
+        probe = root / f'gunicorn-check-probe-{os.getpid()}'
+        try:
+            probe.mkdir()
+            probe.rmdir()
+        except OSError as e:
+            return f'cannot create a cgroup under {root}: {e.strerror}'
+    if shutil.which('unshare') is None:
+        return 'no unshare command (util-linux)'
+    return None
+
+
+pytestmark = pytest.mark.skipif(cgroups_writable() is not None, reason=f'{cgroups_writable()}')
+
+
+class Pod(NamedTuple):
+    uid: str
+    container_id: str
+    server: object
+
+    @property
+    def entity(self):
+        return f'container_id://{self.container_id}'
+
+
+@pytest.fixture
+def pods(gunicorn_server):
+    """`pods(name, workers)` starts gunicorn as PID 1 of a new pod: its own PID and network
+    namespaces, v2 cgroup as the kubelet's systemd driver names it, v1 name=systemd cgroup as
+    its cgroupfs driver does. Servers are stopped by pid, then the cgroups removed."""
+    made = []
+
+    def start(name, workers=2):
+        uid, container_id = str(uuid.uuid4()), secrets.token_hex(32)
+        pod_slice = f'kubepods-burstable-pod{uid.replace("-", "_")}.slice'
+        v2 = (
+            CGROUP_V2
+            / 'kubepods.slice'
+            / 'kubepods-burstable.slice'
+            / pod_slice
+            / f'cri-containerd-{container_id}.scope'
+        )
+        v1 = CGROUP_V1_SYSTEMD / 'kubepods' / 'burstable' / f'pod{uid}' / container_id
+        for path in (v2, v1):
+            path.mkdir(parents=True)
+        made.append((v2, v1))
+        server = gunicorn_server(
+            name=name, workers=workers, own_pid_namespace=True, own_network_namespace=True, cgroups=[v2, v1]
+        )
+        made[-1] += (server,)
+        return Pod(uid, container_id, server)
+
+    yield start
+    for *paths, server in made:
+        server.stop()
+        for path, root in zip(paths, (CGROUP_V2, CGROUP_V1_SYSTEMD), strict=True):
+            while path != root and path.exists():
+                try:
+                    path.rmdir()
+                except OSError:
+                    break  # still holds another pod's cgroup
+                path = path.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_tagger():
+    tagger.reset()
+    yield
+    tagger.reset()
+
+
+def series(aggregator, name):
+    """{frozenset(tags): value} of the last submission of `name` under each tag set."""
+    return {frozenset(m.tags): m.value for m in aggregator.metrics(name)}
+
+
+def idle_workers(aggregator):
+    return {
+        tags - {'state:idle'}: value
+        for tags, value in series(aggregator, 'gunicorn.workers').items()
+        if 'state:idle' in tags
+    }
+
+
+def test_the_master_is_pid_1_of_its_pod(pods):
+    pod = pods('pid1', workers=1)
+    status = Path(f'/proc/{pod.server.master_pid}/status').read_text()
+    assert re.search(r'^NSpid:\s+\d+\s+1$', status, re.M), 'the harness did not make the master PID 1 of its namespace'
+    assert f'cri-containerd-{pod.container_id}.scope' in Path(f'/proc/{pod.server.master_pid}/cgroup').read_text()
+
+
+def test_two_pods_of_one_app_and_one_on_the_host_are_three_series(
+    pods, gunicorn_server, make_check, dd_run_check, aggregator
+):
+    first, second = pods('shop', workers=2), pods('shop', workers=3)
+    gunicorn_server(name='shop', workers=1)
+    tagger.set_tags(
+        {
+            first.entity: ['kube_namespace:prod', 'pod_name:shop-7c9f-a', 'kube_deployment:shop'],
+            second.entity: ['kube_namespace:prod', 'pod_name:shop-7c9f-b', 'kube_deployment:shop'],
+        }
+    )
+    check = make_check('shop', tags=['team:web'])
+
+    dd_run_check(check)
+
+    common = {'app:shop', 'team:web'}
+    assert idle_workers(aggregator) == {
+        frozenset(
+            common
+            | {
+                f'container_id:{first.container_id}',
+                'kube_namespace:prod',
+                'pod_name:shop-7c9f-a',
+                'kube_deployment:shop',
+            }
+        ): 2,
+        frozenset(
+            common
+            | {
+                f'container_id:{second.container_id}',
+                'kube_namespace:prod',
+                'pod_name:shop-7c9f-b',
+                'kube_deployment:shop',
+            }
+        ): 3,
+        frozenset(common): 1,  # the host's master reports exactly as it always did
+    }
+    running = aggregator.service_checks('gunicorn.is_running')
+    assert sorted(sc.status for sc in running) == [AgentCheck.OK] * 3
+    tagger.assert_called(first.entity, tagger.LOW)  # the Agent's default checks_tag_cardinality
+
+
+def test_pod_uid_keeps_only_that_pods_masters(pods, gunicorn_server, make_check, dd_run_check, aggregator):
+    first, second = pods('cart', workers=2), pods('cart', workers=3)
+    gunicorn_server(name='cart', workers=1)
+
+    dd_run_check(make_check('cart', pod_uid=second.uid))
+
+    assert idle_workers(aggregator) == {frozenset({'app:cart', f'container_id:{second.container_id}'}): 3}
+    aggregator.reset()
+
+    absent = str(uuid.uuid4())
+    check = make_check('cart', pod_uid=absent)
+    dd_run_check(check)
+    aggregator.assert_service_check(
+        'gunicorn.is_running', AgentCheck.CRITICAL, tags=['app:cart'], message=re.escape(f'in pod {absent}.'), count=1
+    )
+    assert f'in pod {absent}' in check.warnings[0]
+    assert first.uid != second.uid
+
+
+def test_without_proc_name_every_master_in_scope_is_its_own_app(
+    pods, gunicorn_server, make_check, dd_run_check, aggregator
+):
+    pod = pods('orders', workers=2)
+    gunicorn_server(name='blog', workers=1)
+    gunicorn_server(name='wiki', workers=3)
+
+    dd_run_check(make_check(None))
+    everywhere = idle_workers(aggregator)
+    aggregator.reset()
+    dd_run_check(make_check(None, pod_uid=pod.uid))
+    in_pod = idle_workers(aggregator)
+    aggregator.reset()
+    dd_run_check(make_check(None, pod_uid=str(uuid.uuid4())))
+
+    assert everywhere[frozenset({'app:orders', f'container_id:{pod.container_id}'})] == 2
+    assert everywhere[frozenset({'app:blog'})] == 1
+    assert everywhere[frozenset({'app:wiki'})] == 3
+    assert in_pod == {frozenset({'app:orders', f'container_id:{pod.container_id}'}): 2}
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.CRITICAL, tags=[], count=1)
+
+
+def test_a_pid_1_master_in_its_own_network_namespace_is_read_whole(
+    pods, make_check, dd_run_check, aggregator, datadog_agent
+):
+    pod = pods('api', workers=2)
+    tagger.set_tags({pod.entity: ['pod_name:api-0']})
+    busy = in_network_namespace_of(pod.server.master_pid, lambda: hold_requests(pod.server, '/sleep?s=8', 1))
+    try:
+        check = make_check('api')
+        check.check_id = 'test:pod'
+        wait_until(lambda: dd_run_check(check) or working(aggregator) == 1, what='the request being served')
+    finally:
+        close_all(busy)
+
+    tags = {'app:api', f'container_id:{pod.container_id}', 'pod_name:api-0'}
+    assert series(aggregator, 'gunicorn.workers')[frozenset(tags | {'state:idle'})] == 1
+    listener = series(aggregator, 'gunicorn.listener.active')
+    assert listener == {frozenset(tags | {f'listener:127.0.0.1:{pod.server.port}'}): 1}
+    (heartbeat,) = series(aggregator, 'gunicorn.worker.heartbeat.age.max').items()
+    assert heartbeat[0] == frozenset(tags) and 0 <= heartbeat[1] < 20
+    datadog_agent.assert_metadata('test:pod', {'version.raw': gunicorn.__version__})
+
+
+def working(aggregator):
+    values = [m.value for m in aggregator.metrics('gunicorn.workers') if 'state:working' in m.tags]
+    return values[-1] if values else None
+
+
+def test_checks_tag_cardinality_is_the_agents(pods, make_check, dd_run_check, datadog_agent):
+    pod = pods('card', workers=1)
+    datadog_agent._config['checks_tag_cardinality'] = 'orchestrator'  # the stub's only way to set datadog.yaml
+
+    dd_run_check(make_check('card'))
+
+    tagger.assert_called(pod.entity, tagger.ORCHESTRATOR)
