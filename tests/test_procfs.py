@@ -2,6 +2,8 @@
 
 import os
 import socket
+import subprocess
+import time
 
 import psutil
 import pytest
@@ -241,3 +243,319 @@ def test_sock_diag_refused_is_a_clear_error(monkeypatch):
 
     with pytest.raises(sockdiag.SockDiagUnavailable, match='sock_diag netlink: Operation not permitted'):
         sockdiag.dump_tcp(socket.AF_INET, {procfs.TCP_LISTEN})
+
+
+# Reading as bytes, files longer than one read, and the error mapping shared by every reader.
+
+
+def test_read_mapped_paths_of_a_file_longer_than_one_read(tmp_path):
+    lines = [f'7f{i:010x}000-7f{i:010x}fff r--p 00000000 fd:01 {i} /lib/mod{i}.so\n' for i in range(3000)]
+    root = fake_proc(tmp_path, 6, {'maps': ''.join(lines)})
+    assert len(''.join(lines)) > procfs.READ_SIZE
+
+    assert procfs.read_mapped_paths(6, root) == {f'/lib/mod{i}.so' for i in range(3000)}
+
+
+def test_read_net_tcp_of_a_real_table_the_kernel_returns_in_several_reads():
+    # Each read of a /proc/net table returns at most a page of lines: 300 listeners need a dozen.
+    listeners = [socket.socket() for _ in range(300)]
+    try:
+        for listener in listeners:
+            listener.bind(('127.0.0.1', 0))
+            listener.listen(1)
+        ports = {listener.getsockname()[1] for listener in listeners}
+
+        found = {s.local_port for s in procfs.read_net_tcp(os.getpid(), 'tcp') if s.state == procfs.TCP_LISTEN}
+    finally:
+        for listener in listeners:
+            listener.close()
+
+    assert ports <= found
+
+
+def test_read_title_keeps_undecodable_bytes_visible(tmp_path):
+    path = tmp_path / '5' / 'cmdline'
+    path.parent.mkdir()
+    path.write_bytes(b'gunicorn: master [caf\xe9]\0\0')
+
+    assert procfs.read_title(5, str(tmp_path)) == 'gunicorn: master [caf\ufffd]'
+
+
+@pytest.mark.parametrize(
+    'error, raised',
+    [
+        (ProcessLookupError(3, 'No such process'), psutil.NoSuchProcess),
+        (FileNotFoundError(2, 'No such file or directory'), psutil.NoSuchProcess),
+        (PermissionError(13, 'Permission denied'), psutil.AccessDenied),
+        (OSError(5, 'Input/output error'), procfs.ProcfsError),
+    ],
+)
+@pytest.mark.parametrize('call', ['os.read', 'os.pread'])
+def test_an_error_while_reading_is_mapped_like_one_while_opening(tmp_path, monkeypatch, error, raised, call):
+    root = fake_proc(tmp_path, 9, {'stat': WORKER_STAT, 'cmdline': 'x'})
+
+    def fail(*args):
+        raise error
+
+    monkeypatch.setattr(procfs.os, call.split('.')[1], fail)
+    with pytest.raises(raised) as caught:
+        procfs.read_title(9, root) if call == 'os.read' else procfs.read_stat(9, root)
+    if raised is procfs.ProcfsError:
+        assert caught.value.path == f'{root}/9/{"cmdline" if call == "os.read" else "stat"}'
+        assert 'Input/output error' in str(caught.value)
+
+
+def test_readers_leave_no_fd_open(tmp_path):
+    root = fake_proc(tmp_path, 4641, {'stat': WORKER_STAT, 'cmdline': 'a\0b', 'maps': ''})
+    before = os.listdir('/proc/self/fd')
+
+    procfs.read_stat(4641, root)
+    procfs.read_title(4641, root)
+    procfs.read_mapped_paths(4641, root)
+    with pytest.raises(psutil.NoSuchProcess):
+        procfs.read_cgroup(4641, root)
+
+    assert os.listdir('/proc/self/fd') == before
+
+
+# StatReader and FdReader: files kept open between runs.
+
+
+def child_process():
+    """A child that sleeps, with its Proc key; stopped with stop_child."""
+    child = sleeping(psutil.Popen(['sleep', '60']))
+    return child, (child.pid, procfs.read_stat(child.pid).start_ticks)
+
+
+def sleeping(child):
+    """`child` once `sleep` runs: until then the dynamic loader opens and closes files."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if child.name() == 'sleep' and child.status() == psutil.STATUS_SLEEPING:
+            if set(procfs.read_fd_links(child.pid)) == {0, 1, 2}:
+                break
+        time.sleep(0.001)
+    return child
+
+
+def stop_child(child):
+    child.kill()
+    child.wait()
+
+
+def open_fds():
+    return len(os.listdir('/proc/self/fd'))
+
+
+def test_stat_reader_reads_what_read_stat_reads_through_one_kept_fd(tmp_path):
+    root = fake_proc(tmp_path, 4641, {'stat': WORKER_STAT})
+    reader = procfs.StatReader(root)
+    before = open_fds()
+
+    first = reader.read_stat(4641)
+    second = reader.read_stat(4641)
+
+    assert first == second == procfs.read_stat(4641, root)
+    assert len(reader) == 1
+    assert open_fds() == before + 1
+    reader.close()
+    assert open_fds() == before
+
+
+def test_stat_reader_of_a_stat_longer_than_one_read(tmp_path):
+    # A real comm is at most 15 bytes: this one only checks that a long file is read whole.
+    long_stat = WORKER_STAT.replace('(gunicorn: worke)', '(' + ') x' * 2000 + ')')
+    root = fake_proc(tmp_path, 7, {'stat': long_stat})
+    assert len(long_stat) > procfs.STAT_READ_SIZE
+
+    assert procfs.StatReader(root).read_stat(7) == procfs.read_stat(7, root)
+    assert procfs.read_stat(7, root).ppid == 4638
+
+
+def test_stat_reader_follows_a_real_process_until_it_is_reaped():
+    child, _ = child_process()
+    reader = procfs.StatReader()
+    try:
+        assert reader.read_stat(child.pid).state in 'SR'
+        child.kill()  # and not reaped yet: a zombie, still there to read
+        while reader.read_stat(child.pid).state not in procfs.DEAD_STATES:
+            pass
+    finally:
+        stop_child(child)
+
+    with pytest.raises(psutil.NoSuchProcess):
+        reader.read_stat(child.pid)
+    assert len(reader) == 0
+
+
+def test_stat_reader_reopens_the_pid_after_esrch(tmp_path, monkeypatch):
+    # What a kept fd answers once its process is reaped; the pid's file is now another process's.
+    root = fake_proc(tmp_path, 4641, {'stat': WORKER_STAT})
+    reader = procfs.StatReader(root)
+    reader.read_stat(4641)
+    (kept,) = reader.fds.values()
+    fake_proc(tmp_path, 4641, {'stat': WORKER_STAT.replace(' 1053231 ', ' 2000000 ')})
+    real_pread = os.pread
+    failed = []
+
+    def gone(fd, *args):
+        if fd == kept and not failed:
+            failed.append(fd)
+            raise ProcessLookupError(3, 'No such process')
+        return real_pread(fd, *args)
+
+    monkeypatch.setattr(procfs.os, 'pread', gone)
+    before = open_fds()
+
+    assert reader.read_stat(4641).start_ticks == 2000000
+    assert failed  # the kept fd was asked first
+    assert len(reader) == 1
+    assert open_fds() == before  # the old fd closed, the new one kept
+
+
+def start_with_pid(pid):
+    """A child given exactly `pid`, by setting the kernel's last pid (root only); None when
+    another process on the host takes that pid first every time."""
+    for _ in range(50):
+        with open('/proc/sys/kernel/ns_last_pid', 'w') as f:
+            f.write(str(pid - 1))
+        child = psutil.Popen(['sleep', '60'])
+        if child.pid == pid:
+            return sleeping(child)
+        stop_child(child)
+    return None
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='choosing a pid needs root')
+
+
+@needs_root
+def test_kept_files_never_read_a_process_that_reused_the_pid():
+    first, first_key = child_process()
+    stats, fds = procfs.StatReader(), procfs.FdReader()
+    assert stats.read_stat(first.pid).start_ticks == first_key[1]
+    fds.read_fd_links(first_key)
+    stop_child(first)
+    time.sleep(0.05)  # a few clock ticks: the second process starts at another tick
+
+    second = start_with_pid(first.pid)
+    if second is None:
+        pytest.skip(f'pid {first.pid} kept being taken by another process')
+    try:
+        second_key = (second.pid, procfs.read_stat(second.pid).start_ticks)
+        assert second_key != first_key
+
+        assert stats.read_stat(first.pid).start_ticks == second_key[1]
+        with pytest.raises(psutil.NoSuchProcess):
+            fds.read_fd_links(first_key)
+        assert fds.read_fd_links(second_key) == procfs.read_fd_links(second.pid)
+    finally:
+        stop_child(second)
+
+
+def test_stat_reader_sweep_closes_what_a_run_did_not_read(tmp_path):
+    root = fake_proc(tmp_path, 1, {'stat': WORKER_STAT})
+    root = fake_proc(tmp_path, 2, {'stat': WORKER_STAT})
+    reader = procfs.StatReader(root)
+    reader.read_stat(1)
+    reader.read_stat(2)
+    reader.sweep()
+    before = open_fds()
+
+    reader.read_stat(2)
+    reader.sweep()
+
+    assert list(reader.fds) == [2]
+    assert open_fds() == before - 1
+
+
+def test_stat_reader_past_its_limit_reads_without_keeping(tmp_path):
+    root = fake_proc(tmp_path, 1, {'stat': WORKER_STAT})
+    root = fake_proc(tmp_path, 2, {'stat': WORKER_STAT})
+    reader = procfs.StatReader(root, limit=1)
+    before = open_fds()
+
+    assert reader.read_stat(1) == reader.read_stat(2) == procfs.read_stat(2, root)
+
+    assert list(reader.fds) == [1]
+    assert open_fds() == before + 1
+
+
+def test_stat_reader_dropped_without_close_closes_its_fds(tmp_path):
+    root = fake_proc(tmp_path, 1, {'stat': WORKER_STAT})
+    before = open_fds()
+    reader = procfs.StatReader(root)
+    reader.read_stat(1)
+    del reader
+
+    assert open_fds() == before
+
+
+def test_stat_reader_maps_errors_like_read_stat(tmp_path):
+    reader = procfs.StatReader(str(tmp_path))
+    with pytest.raises(psutil.NoSuchProcess):
+        reader.read_stat(123)
+    root = fake_proc(tmp_path, 9, {'stat': 'garbage'})
+    with pytest.raises(procfs.ProcfsError, match='too few fields') as raised:
+        reader.read_stat(9)
+    assert raised.value.path == f'{root}/9/stat'
+
+
+def test_fd_reader_sees_each_run_what_the_process_holds_now():
+    with socket.socket() as listener:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        # bash: a process whose fds change only when told to (it connects on the second line).
+        script = f'echo; read; exec 7<>/dev/tcp/127.0.0.1/{port}; echo; read'
+        child = psutil.Popen(['bash', '-c', script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            child.stdout.readline()
+            key = (child.pid, procfs.read_stat(child.pid).start_ticks)
+            reader = procfs.FdReader()
+            before = reader.read_fd_links(key)
+            assert before == procfs.read_fd_links(child.pid)
+            assert not procfs.socket_inodes(before)
+
+            child.stdin.write(b'\n')
+            child.stdin.flush()
+            child.stdout.readline()
+            after = reader.read_fd_links(key)
+
+            assert after == procfs.read_fd_links(child.pid)
+            assert after[7].startswith('socket:[')
+            assert len(reader) == 1
+            assert reader.fd_change_time(key, 7) == procfs.fd_change_time(child.pid, 7)
+        finally:
+            stop_child(child)
+
+    with pytest.raises(psutil.NoSuchProcess):
+        reader.read_fd_links(key)
+    assert len(reader) == 0
+
+
+def test_fd_reader_refuses_a_key_whose_start_ticks_are_not_the_process():
+    child, (pid, start_ticks) = child_process()
+    reader = procfs.FdReader()
+    before = open_fds()
+    try:
+        with pytest.raises(psutil.NoSuchProcess):
+            reader.read_fd_links((pid, start_ticks - 1))
+        with pytest.raises(psutil.NoSuchProcess):
+            reader.fd_change_time((pid, start_ticks + 1), 0)
+    finally:
+        stop_child(child)
+
+    assert len(reader) == 0
+    assert open_fds() == before
+
+
+def test_fd_reader_of_another_users_process_is_access_denied():
+    def read_init_fds():
+        reader = procfs.FdReader()
+        try:
+            reader.read_fd_links((1, procfs.read_stat(1).start_ticks))
+        except psutil.AccessDenied:
+            return 'AccessDenied', len(reader)
+
+    assert run_as_nobody(read_init_fds) == ('AccessDenied', 0)

@@ -2,13 +2,21 @@
 
 psutil finds masters during a scan; once they are known, a run reads these few files
 directly, because each is one read of a small file while a psutil call may read several.
-Every reader maps OS errors the same way (see `_read_text`), so callers handle three
+Files are read as bytes with os.open/os.read: a text-mode open() costs twice the system
+calls (fstat, ioctl, lseek) and a decoder, for files that are ASCII where it matters.
+Every reader maps OS errors the same way (see `_mapped`), so callers handle three
 exceptions: `psutil.NoSuchProcess`, `psutil.AccessDenied` and `ProcfsError`.
+
+`StatReader` and `FdReader` keep a process's files open between runs, for callers that
+read the same processes at every run: an open /proc file stays bound to the process it
+was opened for, so a pread on it costs a third of an open, read and close, and can never
+read another process that reused the pid (the kernel answers ESRCH or ENOENT instead).
 """
 
-import errno
 import os
+import resource
 import socket
+import weakref
 from typing import NamedTuple
 
 import psutil
@@ -18,6 +26,14 @@ PAGE_SIZE = os.sysconf('SC_PAGE_SIZE')
 
 # Exited but not yet reaped (`Z`), or being torn down (`X`): no longer serving anything.
 DEAD_STATES = frozenset('ZXx')
+
+# One read of this size returns a whole /proc/PID/stat (well under 1 KiB). Files made of
+# records (maps, net/*, children) come back at most a page per read, whatever is asked: they
+# are read until the kernel returns nothing.
+READ_SIZE = 1 << 16
+STAT_READ_SIZE = 4096
+OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+OPEN_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class ProcfsError(Exception):
@@ -41,20 +57,46 @@ class Stat(NamedTuple):
     rss_bytes: int
 
 
-def _read_text(root, pid, name):
+def _mapped(error, pid, path):
+    """The exception callers handle for an OSError met on PID's file at `path`."""
+    # ENOENT: the process is gone (its /proc directory, or an entry in it, no longer
+    # exists). ESRCH: it exited while its file was open, or being read.
+    if isinstance(error, FileNotFoundError | ProcessLookupError):
+        return psutil.NoSuchProcess(pid)
+    if isinstance(error, PermissionError):
+        return psutil.AccessDenied(pid)
+    return ProcfsError(path, error.strerror or str(error))
+
+
+def _read_to_end(fd, first):
+    """`first` (what one read returned) and the rest of the file, up to the kernel's EOF."""
+    chunks = [first]
+    while chunks[-1]:
+        chunks.append(os.read(fd, READ_SIZE))
+    return b''.join(chunks)
+
+
+def _read_bytes(root, pid, name):
     path = f'{root}/{pid}/{name}'
     try:
-        with open(path, encoding='utf-8', errors='replace') as f:
-            return f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        raise psutil.NoSuchProcess(pid) from None
-    except PermissionError:
-        raise psutil.AccessDenied(pid) from None
+        fd = os.open(path, OPEN_FLAGS)
+        try:
+            return _read_to_end(fd, os.read(fd, READ_SIZE))
+        finally:
+            os.close(fd)
     except OSError as e:
-        # ESRCH comes back for a process that exits while its file is being read.
-        if e.errno == errno.ESRCH:
-            raise psutil.NoSuchProcess(pid) from None
-        raise ProcfsError(path, e.strerror) from None
+        raise _mapped(e, pid, path) from None
+
+
+def _read_text(root, pid, name):
+    return _read_bytes(root, pid, name).decode('utf-8', 'replace')
+
+
+def _listdir(pid, path, dir_fd=None):
+    try:
+        return os.listdir(path if dir_fd is None else dir_fd)
+    except OSError as e:
+        raise _mapped(e, pid, path) from None
 
 
 def describe(error):
@@ -64,18 +106,42 @@ def describe(error):
     return str(error)
 
 
+def _read_stat_fd(fd):
+    # /proc/PID/stat is generated whole at each read: one short read is all of it. pread, so
+    # that a kept fd needs no seek back; a stat as long as the read (never seen) reads on.
+    data = os.pread(fd, STAT_READ_SIZE, 0)
+    while len(data) % STAT_READ_SIZE == 0 and data:
+        more = os.pread(fd, STAT_READ_SIZE, len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
 def read_stat(pid, root='/proc'):
     """Fields of /proc/PID/stat the check needs. comm may hold spaces and parentheses:
     everything after the LAST `)` is space-separated (proc(5) numbers fields from 1)."""
-    text = _read_text(root, pid, 'stat')
-    end_of_comm = text.rfind(')')
-    fields = text[end_of_comm + 2 :].split()
+    path = f'{root}/{pid}/stat'
+    try:
+        fd = os.open(path, OPEN_FLAGS)
+        try:
+            data = _read_stat_fd(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise _mapped(e, pid, path) from None
+    return _parse_stat(data, path)
+
+
+def _parse_stat(data, path):
+    end_of_comm = data.rfind(b')')
+    fields = data[end_of_comm + 2 :].split()
     if end_of_comm < 0 or len(fields) < 22:
-        raise ProcfsError(f'{root}/{pid}/stat', f'too few fields after comm in {text[:80]!r}')
+        raise ProcfsError(path, f'too few fields after comm in {_excerpt(data)!r}')
     try:
         # fields[0] is field 3 (state).
         return Stat(
-            state=fields[0],
+            state=fields[0].decode('ascii', 'replace'),
             ppid=int(fields[1]),
             cpu_ticks=int(fields[11]) + int(fields[12]),
             start_ticks=int(fields[19]),
@@ -83,21 +149,20 @@ def read_stat(pid, root='/proc'):
             rss_bytes=int(fields[21]) * PAGE_SIZE,
         )
     except ValueError:
-        raise ProcfsError(f'{root}/{pid}/stat', f'non-numeric field in {text[:80]!r}') from None
+        raise ProcfsError(path, f'non-numeric field in {_excerpt(data)!r}') from None
+
+
+def _excerpt(data):
+    return data[:80].decode('utf-8', 'replace')
 
 
 def read_children(pid, root='/proc'):
     """Pids of the direct children of every thread of PID, from /proc/PID/task/*/children."""
-    try:
-        tids = os.listdir(f'{root}/{pid}/task')
-    except (FileNotFoundError, ProcessLookupError):
-        raise psutil.NoSuchProcess(pid) from None
-    except PermissionError:
-        raise psutil.AccessDenied(pid) from None
+    tids = _listdir(pid, f'{root}/{pid}/task')
     children = []
     for tid in tids:
         try:
-            text = _read_text(root, pid, f'task/{tid}/children')
+            data = _read_bytes(root, pid, f'task/{tid}/children')
         except psutil.NoSuchProcess:
             if not os.path.exists(f'{root}/{pid}'):
                 raise
@@ -105,16 +170,17 @@ def read_children(pid, root='/proc'):
                 continue  # that thread ended between listdir and open
             raise ChildrenUnsupported(f'{root}/{pid}/task/{tid}/children does not exist') from None
         try:
-            children.extend(int(child) for child in text.split())
+            children.extend(int(child) for child in data.split())
         except ValueError:
-            raise ProcfsError(f'{root}/{pid}/task/{tid}/children', f'not a list of pids: {text[:80]!r}') from None
+            raise ProcfsError(f'{root}/{pid}/task/{tid}/children', f'not a list of pids: {_excerpt(data)!r}') from None
     return children
 
 
 def read_title(pid, root='/proc'):
     """The process title as `ps` shows it: /proc/PID/cmdline with its NUL separators and
     setproctitle's NUL padding turned into single spaces."""
-    return ' '.join(part for part in _read_text(root, pid, 'cmdline').split('\0') if part)
+    data = _read_bytes(root, pid, 'cmdline')
+    return b' '.join(part for part in data.split(b'\0') if part).decode('utf-8', 'replace')
 
 
 def read_cgroup(pid, root='/proc'):
@@ -125,11 +191,12 @@ def read_cgroup(pid, root='/proc'):
 def read_mapped_paths(pid, root='/proc'):
     """Paths of the files mapped into PID's memory (/proc/PID/maps, sixth column)."""
     paths = set()
-    for line in _read_text(root, pid, 'maps').splitlines():
+    # Lines end with \n only: the kernel escapes a newline in a path as \012.
+    for line in _read_bytes(root, pid, 'maps').split(b'\n'):
         parts = line.split(None, 5)
-        if len(parts) == 6 and parts[5].startswith('/'):
+        if len(parts) == 6 and parts[5].startswith(b'/'):
             paths.add(parts[5])
-    return paths
+    return {path.decode('utf-8', 'replace') for path in paths}
 
 
 # Socket states in /proc/net/tcp (include/net/tcp_states.h) and /proc/net/unix (SS_* of linux/net.h).
@@ -204,20 +271,18 @@ def read_fd_links(pid, root='/proc'):
     """fd number -> link target of every open file of PID (`socket:[INODE]`, a path, ...).
     Needs PID's user or CAP_SYS_PTRACE: psutil.AccessDenied otherwise."""
     folder = f'{root}/{pid}/fd'
-    try:
-        fds = os.listdir(folder)
-    except (FileNotFoundError, ProcessLookupError):
-        raise psutil.NoSuchProcess(pid) from None
-    except PermissionError:
-        raise psutil.AccessDenied(pid) from None
+    return _fd_links(pid, folder, _listdir(pid, folder))
+
+
+def _fd_links(pid, folder, fds, dir_fd=None):
     links = {}
     for fd in fds:
         try:
-            links[int(fd)] = os.readlink(f'{folder}/{fd}')
+            links[int(fd)] = os.readlink(fd if dir_fd is not None else f'{folder}/{fd}', dir_fd=dir_fd)
         except FileNotFoundError:
-            continue  # closed since the listing
-        except PermissionError:
-            raise psutil.AccessDenied(pid) from None
+            continue  # closed since the listing (or, with dir_fd, the process exited: the caller checks)
+        except OSError as e:
+            raise _mapped(e, pid, f'{folder}/{fd}') from None
     return links
 
 
@@ -228,9 +293,183 @@ def socket_inodes(links):
 
 def fd_change_time(pid, fd, root='/proc'):
     """st_ctime of the file behind /proc/PID/fd/FD (gunicorn's heartbeat moves it)."""
+    path = f'{root}/{pid}/fd/{fd}'
     try:
-        return os.stat(f'{root}/{pid}/fd/{fd}').st_ctime
-    except (FileNotFoundError, ProcessLookupError):
-        raise psutil.NoSuchProcess(pid) from None
-    except PermissionError:
-        raise psutil.AccessDenied(pid) from None
+        return os.stat(path).st_ctime
+    except OSError as e:
+        raise _mapped(e, pid, path) from None
+
+
+def _default_keep_limit():
+    # Never hold more than a sixteenth of what the process may open (the Agent's Go runtime
+    # raises its soft limit to the hard one; a plain 1024 leaves 64).
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1024 if soft == resource.RLIM_INFINITY else max(0, min(1024, soft // 16))
+
+
+def _close_all(fds):
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
+
+
+class _KeptFds:
+    """Open fds by key, at most `limit` of them; each run, `sweep()` closes those not used since
+    the previous sweep. Past the limit, callers read the way the module functions do."""
+
+    def __init__(self, root, limit):
+        self.root = root
+        self.limit = _default_keep_limit() if limit is None else limit
+
+        # State kept between runs.
+        self.fds = {}  # key -> an fd open on one process's file
+        self.used = set()  # keys of `fds` used since the last sweep
+        # Closes what is still open when the owner drops this object without close().
+        self._finalizer = weakref.finalize(self, _close_all, self.fds)
+
+    def _keep(self, key, fd):
+        """Whether `fd` is now kept for `key`; when not, the caller closes it after use."""
+        if len(self.fds) >= self.limit:
+            return False
+        self.fds[key] = fd
+        self.used.add(key)
+        return True
+
+    def _drop(self, key):
+        fd = self.fds.pop(key, None)
+        self.used.discard(key)
+        if fd is not None:
+            os.close(fd)
+
+    def sweep(self):
+        """Close the files of the processes not read since the previous sweep: call once a run."""
+        for key in [key for key in self.fds if key not in self.used]:
+            self._drop(key)
+        self.used.clear()
+
+    def close(self):
+        _close_all(self.fds)
+        self.used.clear()
+
+    def __len__(self):
+        return len(self.fds)
+
+
+class StatReader(_KeptFds):
+    """read_stat() through /proc/PID/stat files kept open between runs, one per pid.
+
+    A kept file reads the process it was opened for, never a later one with the same pid: once
+    that process is reaped the kernel answers ESRCH, and the reader opens the pid's file anew,
+    as read_stat() would (the caller then sees the new process's start_ticks, or NoSuchProcess).
+    """
+
+    def __init__(self, root='/proc', limit=None):
+        super().__init__(root, limit)
+
+    def read_stat(self, pid):
+        """Exactly read_stat(pid, root): the same Stat, the same exceptions."""
+        path = f'{self.root}/{pid}/stat'
+        fd = self.fds.get(pid)
+        if fd is not None:
+            try:
+                data = _read_stat_fd(fd)
+            except ProcessLookupError:
+                self._drop(pid)  # that process is gone; the pid may be another's by now
+            except OSError as e:
+                self._drop(pid)
+                raise _mapped(e, pid, path) from None
+            else:
+                self.used.add(pid)
+                return _parse_stat(data, path)
+        try:
+            fd = os.open(path, OPEN_FLAGS)
+        except OSError as e:
+            raise _mapped(e, pid, path) from None
+        kept = self._keep(pid, fd)
+        try:
+            data = _read_stat_fd(fd)
+        except OSError as e:
+            if kept:
+                self._drop(pid)
+            raise _mapped(e, pid, path) from None
+        finally:
+            if not kept:
+                os.close(fd)
+        return _parse_stat(data, path)
+
+
+class FdReader(_KeptFds):
+    """read_fd_links() and fd_change_time() through /proc/PID/fd directories kept open between
+    runs, one per process, named by its Proc.key: (pid, start_ticks).
+
+    A directory is kept only once the /proc/PID/stat read through the same /proc/PID shows that
+    start_ticks, so it lists that process's fds or nothing, never those of a later process with
+    the same pid: one that is gone, or whose pid is now another's, is psutil.NoSuchProcess.
+    """
+
+    def __init__(self, root='/proc', limit=None):
+        super().__init__(root, limit)
+
+    def read_fd_links(self, key):
+        """read_fd_links(pid, root) of the process `key` names."""
+        folder = f'{self.root}/{key[0]}/fd'
+        return self._use(key, folder, lambda dir_fd: _fd_links(key[0], folder, os.listdir(dir_fd), dir_fd))
+
+    def fd_change_time(self, key, fd):
+        """fd_change_time(pid, fd, root) of the process `key` names."""
+        path = f'{self.root}/{key[0]}/fd/{fd}'
+        return self._use(key, path, lambda dir_fd: os.stat(str(fd), dir_fd=dir_fd).st_ctime)
+
+    def _use(self, key, path, read):
+        dir_fd = self.fds.get(key)
+        if dir_fd is not None:
+            self.used.add(key)
+        else:
+            dir_fd = self._open(key)
+            if not self._keep(key, dir_fd):
+                try:
+                    return read(dir_fd)
+                except OSError as e:
+                    raise _mapped(e, key[0], path) from None
+                finally:
+                    os.close(dir_fd)
+        # Gone, or no longer readable: opened (and checked) anew if asked again.
+        try:
+            return read(dir_fd)
+        except OSError as e:
+            self._drop(key)
+            raise _mapped(e, key[0], path) from None
+        except (psutil.Error, ProcfsError):
+            self._drop(key)
+            raise
+
+    def _open(self, key):
+        pid, start_ticks = key
+        path = f'{self.root}/{pid}'
+        try:
+            pid_dir = os.open(path, OPEN_DIR_FLAGS)
+        except OSError as e:
+            raise _mapped(e, pid, path) from None
+        try:
+            # Both opened through pid_dir, so both belong to the process it names, whatever
+            # happens to the pid meanwhile. The fd directory first: it is what a user without
+            # access to the process is refused.
+            path = f'{self.root}/{pid}/fd'
+            dir_fd = os.open('fd', OPEN_DIR_FLAGS, dir_fd=pid_dir)
+            try:
+                path = f'{self.root}/{pid}/stat'
+                stat_fd = os.open('stat', OPEN_FLAGS, dir_fd=pid_dir)
+                try:
+                    stat = _parse_stat(_read_stat_fd(stat_fd), path)
+                finally:
+                    os.close(stat_fd)
+                if stat.start_ticks != start_ticks:
+                    raise psutil.NoSuchProcess(pid)  # the pid is another process's now
+            except BaseException:
+                os.close(dir_fd)
+                raise
+            return dir_fd
+        except OSError as e:
+            raise _mapped(e, pid, path) from None
+        finally:
+            os.close(pid_dir)
