@@ -3,10 +3,13 @@ inside cgroups named the way the kubelet (systemd driver, containerd) and cgroup
 container, seen from the host as an Agent with `hostPID` sees it. The Agent's tagger is
 datadog-checks-base's stub, holding the pod tags the real one would have."""
 
+import json
 import os
 import re
 import secrets
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import NamedTuple
@@ -16,9 +19,14 @@ import pytest
 
 from datadog_checks.base import AgentCheck
 from datadog_checks.base.stubs import tagger
+from datadog_checks.gunicorn.diagnose import MASTER, NETWORK_NAMESPACES, VISIBILITY
 
 from .server import wait_until
 from .test_saturation import close_all, hold_requests, in_network_namespace_of
+from .test_serving import kept_alive, last
+from .unprivileged import run_as_nobody
+
+PASS, FAIL = 0, 1
 
 CGROUP_V2 = Path('/sys/fs/cgroup/unified')
 CGROUP_V1_SYSTEMD = Path('/sys/fs/cgroup/systemd')
@@ -60,7 +68,7 @@ def pods(gunicorn_server):
     its cgroupfs driver does. Servers are stopped by pid, then the cgroups removed."""
     made = []
 
-    def start(name, workers=2):
+    def start(name, workers=2, **options):
         uid, container_id = str(uuid.uuid4()), secrets.token_hex(32)
         pod_slice = f'kubepods-burstable-pod{uid.replace("-", "_")}.slice'
         v2 = (
@@ -75,7 +83,7 @@ def pods(gunicorn_server):
             path.mkdir(parents=True)
         made.append((v2, v1))
         server = gunicorn_server(
-            name=name, workers=workers, own_pid_namespace=True, own_network_namespace=True, cgroups=[v2, v1]
+            name=name, workers=workers, own_pid_namespace=True, own_network_namespace=True, cgroups=[v2, v1], **options
         )
         made[-1] += (server,)
         return Pod(uid, container_id, server)
@@ -236,3 +244,70 @@ def test_checks_tag_cardinality_is_the_agents(pods, make_check, dd_run_check, da
     dd_run_check(make_check('card'))
 
     tagger.assert_called(pod.entity, tagger.ORCHESTRATOR)
+
+
+def test_keep_alive_in_a_pods_own_network_namespace_is_told_from_work(pods, make_check, dd_run_check, aggregator):
+    pod = pods('ka', workers=2, worker_class='gthread', args=['--keep-alive', '30'])
+    connections = in_network_namespace_of(pod.server.master_pid, lambda: kept_alive(pod.server, 2))
+    try:
+        check = make_check('ka')
+        dd_run_check(check)
+        idle = working(aggregator), last(aggregator, 'gunicorn.connections.active')
+        connections[0].request('GET', '/sleep?s=6')
+        wait_until(lambda: aggregator.reset() or dd_run_check(check) or working(aggregator) == 1, what='1 working')
+        in_flight = last(aggregator, 'gunicorn.requests.in_flight')
+    finally:
+        for connection in connections:
+            connection.close()
+
+    assert idle == (0, 2)  # two kept-alive connections, no request: tcp_info read inside the pod's namespace
+    assert in_flight == 1
+    (pool,) = check.pools.values()
+    assert all(sock is not None for sock in pool.sockets.diag_sockets.values())
+
+
+def diagnoses(check):
+    return {d['name']: d for d in json.loads(check.get_diagnoses())}
+
+
+def test_an_agent_in_a_pid_namespace_of_its_own_is_told_it_sees_only_its_container(pods):
+    pods('hidden', workers=1)
+    script = (
+        'import json; from datadog_checks.gunicorn import GunicornCheck; '
+        "check = GunicornCheck('gunicorn', {}, [{'proc_name': 'hidden'}]); print(check.get_diagnoses())"
+    )
+    # As an Agent container without hostPID: its own PID namespace, its own /proc.
+    result = subprocess.run(
+        ['unshare', '--pid', '--fork', '--mount-proc', sys.executable, '-c', script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    found = {d['name']: d for d in json.loads(result.stdout)}
+
+    assert found[VISIBILITY]['result'] == FAIL
+    assert 'PID namespace of its own' in found[VISIBILITY]['diagnosis']
+    assert 'hostPID: true' in found[VISIBILITY]['remediation']
+    assert found[MASTER]['result'] == FAIL
+
+
+def test_diagnoses_from_the_host_see_every_pod_and_may_join_its_network_namespace(pods, make_check):
+    pod = pods('seen', workers=1)
+
+    found = diagnoses(make_check(None, pod_uid=pod.uid))
+
+    assert found[VISIBILITY]['result'] == PASS
+    assert found[MASTER]['result'] == PASS and '`seen`' in found[MASTER]['diagnosis']
+    assert NETWORK_NAMESPACES not in found  # root may open sock_diag in the pod's namespace
+
+
+def test_an_agent_that_may_not_join_a_pods_network_namespace_is_told_what_it_costs(pods, make_check):
+    pod = pods('guarded', workers=1)
+    make_check('warm-up').get_diagnoses()  # imports done while the interpreter is readable
+
+    found = run_as_nobody(lambda: diagnoses(make_check('guarded')))
+
+    assert found[NETWORK_NAMESPACES]['result'] == FAIL
+    assert str(pod.server.master_pid) in found[NETWORK_NAMESPACES]['diagnosis']
+    assert 'kept-alive connection' in found[NETWORK_NAMESPACES]['diagnosis']

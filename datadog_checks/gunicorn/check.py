@@ -10,7 +10,7 @@ from . import metrics, procfs
 from .config_models import ConfigMixin
 from .containers import container_tags, tag_cardinality
 from .control import ControlError, read_stats
-from .diagnose import diagnose_master, diagnose_worker_fds
+from .diagnose import diagnose_master, diagnose_network_namespaces, diagnose_visibility, diagnose_worker_fds
 from .discovery import MASTER_TITLE, Discovery
 from .sockets import Sockets, parse_listener
 from .version import Versions
@@ -82,8 +82,10 @@ class GunicornCheck(AgentCheck, ConfigMixin):
                 'gunicorn configuration', str(e), remediation='Correct the option named above in gunicorn.d/conf.yaml.'
             )
             return
+        diagnose_visibility(self)
         snapshot = diagnose_master(self)
         diagnose_worker_fds(self, snapshot)
+        diagnose_network_namespaces(self, snapshot)
 
     def check(self, _):
         self.problems, self.problems_now = self.problems_now, set()

@@ -9,11 +9,14 @@ from typing import NamedTuple
 
 import psutil
 
-from . import procfs
+from . import procfs, sockdiag
 from .discovery import MASTER_TITLE, MASTER_TITLE_PREFIX, UPGRADE_SUFFIX, Discovery
 
 MASTER = 'gunicorn master'
 WORKER_FDS = 'gunicorn worker fds'
+VISIBILITY = 'gunicorn process visibility'
+NETWORK_NAMESPACES = 'gunicorn container network namespaces'
+KTHREADD = 2
 TITLE_PREFIX = 'gunicorn: '
 # A host may run many apps: a diagnosis names this many of each kind, the likeliest first.
 LISTED = 10
@@ -102,9 +105,11 @@ def app_uri(arguments):
 
 def diagnose_master(check):
     proc_name = check.config.proc_name
-    title = MASTER_TITLE.format(proc_name)
-    finder = Discovery(proc_name, rescan_interval=1, root=check.root)
+    finder = Discovery(proc_name, rescan_interval=1, root=check.root, pod_uid=check.config.pod_uid)
     snapshot = finder.run(now=0)
+    if proc_name is None:
+        return diagnose_every_master(check, snapshot)
+    title = MASTER_TITLE.format(proc_name)
     if snapshot.masters:
         pids = ', '.join(str(master.pid) for master in snapshot.masters)
         check.diagnosis.success(
@@ -114,6 +119,77 @@ def diagnose_master(check):
     diagnosis, remediation = missing_master(proc_name)
     check.diagnosis.fail(MASTER, diagnosis, category=proc_name, remediation=remediation)
     return snapshot
+
+
+def diagnose_every_master(check, snapshot):
+    """Without proc_name: which apps are in scope."""
+    scope = f' in pod {check.config.pod_uid}' if check.config.pod_uid else ''
+    apps = sorted({tree.app for tree in snapshot.trees})
+    if apps:
+        listing = ', '.join(f'`{app}`' for app in apps[:LISTED]) + more(apps)
+        check.diagnosis.success(MASTER, f'Found the gunicorn masters of {listing}{scope}.')
+    else:
+        check.diagnosis.fail(
+            MASTER,
+            f'No process titled `gunicorn: master [NAME]` is visible to the Agent{scope}.',
+            remediation=(
+                "Start gunicorn with the setproctitle package in its environment, and run the Agent in the "
+                'PID namespace of gunicorn (its host, or its pod), or with the host\'s /proc at `procfs_path`.'
+            ),
+        )
+    return snapshot
+
+
+def diagnose_visibility(check):
+    """An Agent in a PID namespace of its own (a container without `hostPID`) that reads its own
+    /proc sees its container's processes only: another container's gunicorn is invisible. Only
+    the host's PID namespace shows the kernel's threads, kthreadd first, as pid 2 with no parent."""
+    try:
+        host = procfs.read_stat(KTHREADD, check.root).ppid == 0
+    except psutil.NoSuchProcess:
+        host = False
+    except (psutil.Error, procfs.ProcfsError) as e:
+        check.diagnosis.warning(VISIBILITY, f'Cannot tell which processes the Agent sees: {procfs.describe(e)}')
+        return
+    if host:
+        check.diagnosis.success(VISIBILITY, f"The Agent sees the host's processes in {check.root}.")
+        return
+    check.diagnosis.fail(
+        VISIBILITY,
+        f"{check.root} is not the host's: the Agent runs in a PID namespace of its own and sees the processes of "
+        'its own container only, not the gunicorn of other containers or of the host.',
+        remediation=(
+            "Run the Agent with the host's PID namespace (`hostPID: true` in Kubernetes, `--pid host` in "
+            "Docker), or mount the host's /proc into it and set `procfs_path` in datadog.yaml."
+        ),
+    )
+
+
+def diagnose_network_namespaces(check, snapshot):
+    """May the Agent read tcp_info in the network namespace of each containerized master?
+    Without it, kept-alive connections there count as work."""
+    own = os.stat('/proc/self/net/tcp').st_ino
+    refused = []
+    for tree in snapshot.trees:
+        pid = tree.masters[0].pid
+        try:
+            if os.stat(f'{check.root}/{pid}/net/tcp').st_ino == own:
+                continue
+            sockdiag.open_socket(f'{check.root}/{pid}/ns/net').close()
+        except FileNotFoundError:
+            continue
+        except (OSError, sockdiag.SockDiagUnavailable) as e:
+            refused.append(f'{pid} ({e})')
+    if refused:
+        check.diagnosis.fail(
+            NETWORK_NAMESPACES,
+            'The Agent cannot open a sock_diag socket in the network namespace of gunicorn master '
+            f'{", ".join(refused[:LISTED])}{more(refused)}: connections there are read from /proc/PID/net/tcp, '
+            'which cannot tell a kept-alive connection from a request in flight, so every connection a worker '
+            'holds counts as work.',
+            remediation='Run the Agent as root in the host\'s namespaces (the DaemonSet\'s default), or accept '
+            'that behind keep-alive clients those workers read as working.',
+        )
 
 
 def missing_master(proc_name):

@@ -6,12 +6,16 @@ A sock_diag dump of LISTEN sockets walks only the listening hash, a hundredth of
 which is what makes reading accept queues every run affordable. Connections are dumped
 with a kernel-side filter on the listeners' ports, so other apps' sockets never reach
 Python, and with `tcp_info`, which tells whether a request is in flight on each.
-Netlink answers for the caller's network namespace only: callers use it for masters in
-the Agent's own namespace.
+Netlink answers for the network namespace its socket was made in: `open_socket(netns)`
+makes one in another namespace (a container's), which needs the Agent to be root there.
 """
 
+import ctypes
+import ctypes.util
+import os
 import socket
 import struct
+import threading
 from typing import NamedTuple
 
 from .procfs import TcpSocket
@@ -29,6 +33,7 @@ DIAG_MSG_SIZE = 72  # struct inet_diag_msg
 INET_DIAG_REQ_BYTECODE = 1
 INET_DIAG_INFO = 2
 TIMEOUT = 1.0
+CLONE_NEWNET = 0x40000000
 
 # inet_diag bytecode (linux/inet_diag.h): an op is code, jump if yes, jump if no (bytes).
 BC_OP = struct.Struct('=BBH')
@@ -75,12 +80,58 @@ class TcpInfo(NamedTuple):
         return self.last_data_recv < self.last_data_sent
 
 
-def dump_tcp(family, states, ports=None, info=False):
+def open_socket(netns=None):
+    """A sock_diag netlink socket in the caller's network namespace, or in the one `netns`
+    (a /proc/PID/ns/net path) names. setns moves only the calling thread, so a thread of its
+    own joins the namespace, makes the socket and ends: the socket stays in that namespace
+    and the Agent's threads never leave theirs."""
+    if netns is None:
+        return _new_socket()
+    outcome = {}
+
+    def make_inside():
+        try:
+            with open(netns, 'rb') as namespace:
+                _setns(namespace.fileno())
+            outcome['socket'] = _new_socket()
+        except OSError as e:
+            outcome['error'] = e
+
+    thread = threading.Thread(target=make_inside, name='gunicorn-check-setns')
+    thread.start()
+    thread.join()
+    if 'error' in outcome:
+        error = outcome['error']
+        raise SockDiagUnavailable(f'sock_diag netlink in {netns}: {error.strerror or error}') from None
+    return outcome['socket']
+
+
+def _new_socket():
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+    except OSError as e:
+        raise SockDiagUnavailable(f'sock_diag netlink: {e.strerror or e}') from None
+    sock.settimeout(TIMEOUT)
+    return sock
+
+
+def _setns(fd):
+    if hasattr(os, 'setns'):  # Python 3.12 and later
+        os.setns(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def dump_tcp(family, states, ports=None, info=False, sock=None):
     """TcpSocket of every TCP socket of `family` (AF_INET or AF_INET6) whose state is one of
-    `states` (TCP_* numbers), in the caller's network namespace; with `ports`, only sockets
-    whose local port is one of them, filtered by the kernel. For a LISTEN socket, rx_queue
-    is its accept queue, as in /proc/net/tcp. With `info`, each socket's `info` is its
-    TcpInfo, or None where the kernel sent too little of it."""
+    `states` (TCP_* numbers), in the network namespace of `sock` (an `open_socket()`, kept by
+    the caller) or else the caller's; with `ports`, only sockets whose local port is one of
+    them, filtered by the kernel. For a LISTEN socket, rx_queue is its accept queue, as in
+    /proc/net/tcp. With `info`, each socket's `info` is its TcpInfo, or None where the kernel
+    sent too little of it."""
     mask = 0
     for state in states:
         mask |= 1 << state
@@ -89,16 +140,20 @@ def dump_tcp(family, states, ports=None, info=False):
     if ports:
         request += _attribute(INET_DIAG_REQ_BYTECODE, port_filter(ports))
     header = HEADER.pack(HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    own = sock is None
+    if own:
+        sock = _new_socket()
     try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
-            sock.settimeout(TIMEOUT)
-            sock.sendto(header + request, (0, 0))
-            sockets = []
-            while True:
-                if _parse(sock.recv(1 << 20), family, sockets):
-                    return sockets
+        sock.sendto(header + request, (0, 0))
+        sockets = []
+        while True:
+            if _parse(sock.recv(1 << 20), family, sockets):
+                return sockets
     except OSError as e:
         raise SockDiagUnavailable(f'sock_diag netlink: {e.strerror or e}') from None
+    finally:
+        if own:
+            sock.close()
 
 
 def port_filter(ports):

@@ -11,7 +11,9 @@ tables in the master's network namespace. As Raindrops does for unicorn:
   that no process holds);
 - active: connections on the address that a worker accepted and has not closed;
 - whether a request is in flight on a connection: the kernel's tcp_info (sockdiag.py), for
-  TCP in the Agent's network namespace; unknown (None) for Unix sockets and elsewhere.
+  TCP, through a sock_diag socket made in the master's network namespace (a container's too,
+  when the Agent is root); unknown (None) for Unix sockets, and where /proc/PID/net/tcp must
+  stand in.
 """
 
 import ipaddress
@@ -109,8 +111,9 @@ class Sockets:
         # State kept between runs.
         self.listening = {}  # inode of a listen socket a worker holds -> its Listener
         self.client_of = {}  # inode of another socket a worker holds -> Listener it was accepted from, or None
-        self.netlink = True  # False once sock_diag was refused: /proc/PID/net/tcp* stands in
+        self.netlink = True  # False once sock_diag was refused in the Agent's namespace: /proc/PID/net/tcp* stands in
         self.own_namespace = None  # st_ino of /proc/self/net/tcp, which names the Agent's network namespace
+        self.diag_sockets = {}  # network namespace -> sock_diag socket made in it, None where that was refused
 
     def sample(self, masters, held_inodes, held_complete):
         """Counts per listener and the connections the workers hold. `held_inodes`: socket
@@ -121,7 +124,9 @@ class Sockets:
         self._forget_unheld(held_inodes)
         configured = [] if held_complete else self.configured
         queues, in_flight, kernel_active = {}, {}, []
-        for pid, namespace in self._namespaces(masters, problems).items():
+        namespaces = self._namespaces(masters, problems)
+        self._close_diag_sockets(keep=set(namespaces.values()))
+        for pid, namespace in namespaces.items():
             try:
                 found = self._sample_namespace(pid, namespace, held_inodes, configured)
             except psutil.NoSuchProcess:
@@ -223,22 +228,48 @@ class Sockets:
 
     def _tcp(self, pid, namespace, family, states, ports=None):
         """TCP sockets of PID's network namespace in `states`, on `ports` when given: from
-        sock_diag in the Agent's own namespace (with tcp_info for connections), otherwise
-        from /proc/PID/net/tcp*."""
-        if self.own_namespace is None:
-            # Every process of one network namespace shows the same /proc/PID/net/tcp entry.
-            self.own_namespace = os.stat('/proc/self/net/tcp').st_ino
-        if self.netlink and namespace == self.own_namespace:
+        sock_diag (with tcp_info for connections) where a netlink socket can be had in that
+        namespace, otherwise from /proc/PID/net/tcp*, which has no tcp_info."""
+        sock = self._diag_socket(pid, namespace)
+        if sock is not None:
             try:
-                return sockdiag.dump_tcp(family, states, ports, info=procfs.TCP_LISTEN not in states)
+                return sockdiag.dump_tcp(family, states, ports, info=procfs.TCP_LISTEN not in states, sock=sock)
             except sockdiag.SockDiagUnavailable:
-                self.netlink = False
+                # A dump cut short leaves its answer in the socket: never read from it again.
+                sock.close()
+                self.diag_sockets[namespace] = None
+                if namespace == self.own_namespace:
+                    self.netlink = False
         name = 'tcp6' if family == socket.AF_INET6 else 'tcp'
         return [
             sock
             for sock in procfs.read_net_tcp(pid, name, self.root)
             if sock.state in states and (ports is None or sock.local_port in ports)
         ]
+
+    def _diag_socket(self, pid, namespace):
+        """The sock_diag socket kept for a network namespace, made at first use; None where
+        sock_diag was refused there (another namespace needs the Agent to be root in it)."""
+        if self.own_namespace is None:
+            # Every process of one network namespace shows the same /proc/PID/net/tcp entry.
+            self.own_namespace = os.stat('/proc/self/net/tcp').st_ino
+        if namespace == self.own_namespace and not self.netlink:
+            return None
+        if namespace not in self.diag_sockets:
+            netns = None if namespace == self.own_namespace else f'{self.root}/{pid}/ns/net'
+            try:
+                self.diag_sockets[namespace] = sockdiag.open_socket(netns)
+            except sockdiag.SockDiagUnavailable:
+                self.diag_sockets[namespace] = None
+                if netns is None:
+                    self.netlink = False
+        return self.diag_sockets[namespace]
+
+    def _close_diag_sockets(self, keep):
+        for namespace in [ns for ns in self.diag_sockets if ns not in keep]:
+            sock = self.diag_sockets.pop(namespace)
+            if sock is not None:
+                sock.close()
 
 
 def tcp_queues(listen, listening, configured):
