@@ -1,0 +1,197 @@
+"""CPython 3.13, the Agent's Python since 7.72, from Debian trixie, in a minimal tree made by
+debootstrap: this machine runs Debian bookworm, whose only Python 3 is 3.11.
+
+    python3 -m ci.trixie [PYTEST ARGS]    # what `python3 dev.py test-py313` runs
+
+The tree is cached in ${XDG_CACHE_HOME:-~/.cache}/datadog-gunicorn-tests/trixie-py313-KEY,
+the key hashing what goes into it, and the tests' venv is kept inside the tree (/opt/venvs),
+keyed by requirements-dev.txt and pyproject.toml's `deps` extra. The gunicorn releases'
+venvs that tests/releases.py builds go to the tree's own ~/.cache: they belong to its
+interpreter, and go with the tree when a new one replaces it.
+
+Every command in the tree runs in a mount namespace of its own, so the mounts it needs
+(/proc, /sys, /dev, a fresh /tmp, the clone at /project, this machine's resolv.conf, hosts and
+CA bundle) vanish with it, even when it is killed; and in a PID namespace of its own, so the
+suite sees only its own processes: the check counts every master of a name, and a suite
+running beside it (on the host, or in another run's tree) would otherwise be counted too.
+Needs root, as debootstrap, chroot and mount do.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+from .common import ROOT, StepFailed, build_once, cache_dir, deps_extra, digest, run, say
+
+SUITE = 'trixie'
+PYTHON = 'python3.13'
+# util-linux (unshare, for the network-namespace test) is Essential in Debian: minbase has it.
+# iproute2 gives `ip`; ca-certificates makes the CA bundle path that this machine's is mounted on.
+PACKAGES = (PYTHON, f'{PYTHON}-venv', 'iproute2', 'ca-certificates')
+# Bump when the steps below change, so that trees made by the old steps are not reused.
+RECIPE = 1
+PROJECT = '/project'  # where the clone is mounted in the tree
+# Mounted over the tree's own: name resolution as on this machine, and pip verifies TLS against
+# this machine's CA bundle (which may hold a CA that Debian's does not). Not the bundle while
+# apt installs ca-certificates, whose script replaces that file.
+NAME_FILES = ('/etc/resolv.conf', '/etc/hosts')
+CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
+HOST_FILES = (*NAME_FILES, CA_BUNDLE)
+PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+# Passed into the tree when set here; nothing else is (PIP_FIND_LINKS, for one, names a folder
+# of this machine that the tree does not have).
+PASSED_THROUGH = ('CI', 'TERM', 'NO_COLOR', 'FORCE_COLOR', 'PYTEST_ADDOPTS', 'PYTHONDONTWRITEBYTECODE')
+
+# Runs in the new namespaces, as root: mounts, then chroot. "$@" is the command for the tree.
+ENTER = r"""
+set -eu
+tree=$1 project=$2 files=$3
+shift 3
+mount -t proc proc "$tree/proc"
+mount --rbind /sys "$tree/sys"
+mount --rbind /dev "$tree/dev"
+mount -t tmpfs -o mode=1777 tmpfs "$tree/tmp"
+mount --bind "$project" "$tree/project"
+for file in $files; do
+    mount --bind "$file" "$tree$file"
+done
+exec chroot "$tree" "$@"
+"""
+
+
+def require_root():
+    if os.geteuid() != 0:
+        raise StepFailed('the CPython 3.13 run needs root (debootstrap, chroot and mount): run it as root')
+
+
+def tree_path():
+    return cache_dir() / f'trixie-py313-{digest(SUITE, PACKAGES, RECIPE)}'
+
+
+def environment(**extra):
+    """The tree's whole environment, as `env -i` arguments."""
+    env = {
+        'PATH': PATH,
+        'HOME': '/root',
+        'LANG': 'C.UTF-8',
+        'PIP_CERT': '/etc/ssl/certs/ca-certificates.crt',
+        'PIP_DISABLE_PIP_VERSION_CHECK': '1',
+        'PYTHONUNBUFFERED': '1',
+        # 3.13 bytecode goes to the tree, not into the clone mounted at /project.
+        'PYTHONPYCACHEPREFIX': '/root/.cache/pycache',
+        'DEBIAN_FRONTEND': 'noninteractive',
+    }
+    env.update({name: os.environ[name] for name in PASSED_THROUGH if name in os.environ})
+    env.update(extra)
+    return [f'{name}={value}' for name, value in env.items()]
+
+
+def in_tree(tree, command, cwd='/', host_files=HOST_FILES, stdout=None, **env):
+    """Run COMMAND (a list) in TREE, in namespaces of its own, with the clone at /project."""
+    namespaces = ['unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child']
+    chrooted = ['env', '-i', f'--chdir={cwd}', *environment(**env), *command]
+    shown = f'$ [{SUITE} tree, in {cwd}] {shlex.join(map(str, command))}'
+    entering = ['sh', '-c', ENTER, 'sh', tree, ROOT, ' '.join(host_files)]
+    return run([*namespaces, *entering, *chrooted], shown=shown, stdout=stdout)
+
+
+def ensure_debootstrap():
+    found = shutil.which('debootstrap') or shutil.which('debootstrap', path='/usr/sbin:/sbin')
+    if found:
+        return found
+    if not shutil.which('apt-get'):
+        raise StepFailed('debootstrap is missing and there is no apt-get to install it with')
+    say('installing debootstrap from Debian')
+    apt = {**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'}
+    run(['apt-get', 'update', '-qq'], env=apt)
+    run(['apt-get', 'install', '-y', '-qq', 'debootstrap'], env=apt, stdout=subprocess.DEVNULL)
+    return shutil.which('debootstrap', path='/usr/sbin:/usr/bin:/sbin:/bin')
+
+
+def _build_tree(tree):
+    debootstrap = ensure_debootstrap()
+    say(f'making a minimal Debian {SUITE} tree in {tree}')
+    # In a mount namespace of its own: debootstrap mounts /proc and /sys in the tree, and a
+    # failure halfway would otherwise leave them mounted on this machine.
+    # Its progress goes to its log, tree/debootstrap/debootstrap.log, kept when it fails.
+    run(
+        ['unshare', '--mount', '--propagation', 'private', debootstrap, '--variant=minbase', SUITE, tree],
+        stdout=subprocess.DEVNULL,
+    )
+    tree.chmod(0o755)  # the tests fork as `nobody`, who must be able to walk down from /
+    (tree / PROJECT.lstrip('/')).mkdir()
+    for file in NAME_FILES:
+        target = tree / file.lstrip('/')
+        if target.is_symlink():  # a bind mount needs a real file to cover
+            target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+    say(f'installing {", ".join(PACKAGES)} in the tree')
+    # Errors go to stderr; dpkg's progress, to the tree's /var/log/apt/term.log.
+    apt = ['apt-get', '-qq', '-o', 'Dpkg::Use-Pty=0']
+    packages = [*apt, 'install', '-y', '--no-install-recommends', *PACKAGES]
+    in_tree(tree, packages, host_files=NAME_FILES, stdout=subprocess.DEVNULL)
+    in_tree(tree, [*apt, 'clean'], host_files=NAME_FILES)
+    # What the tests need from the tree, checked once here rather than found missing in a test.
+    in_tree(tree, [PYTHON, '-c', 'import ensurepip, ssl, sqlite3, venv, sys; print(sys.version)'])
+    in_tree(tree, ['sh', '-c', 'unshare --version && ip -V && getent passwd nobody'])
+
+
+def ensure_tree():
+    """The cached trixie tree with CPython 3.13, made first if needed."""
+    require_root()
+    tree = tree_path()
+    if not build_once(tree, _build_tree):
+        say(f'reusing the Debian {SUITE} tree {tree}')
+    return tree
+
+
+def venv_path():
+    """The tests' venv in TREE, as seen inside the tree."""
+    requirements = (ROOT / 'requirements-dev.txt').read_bytes()
+    return f'/opt/venvs/dev-{digest(requirements, deps_extra())}'
+
+
+def ensure_venv(tree):
+    """The tests' venv inside TREE: requirements-dev.txt and the `deps` extra. The check itself is
+    not installed: /project is on PYTHONPATH, as an editable install would put it."""
+    venv = venv_path()
+
+    def build(path):
+        say(f'making the tests\' {PYTHON} venv {venv} in the tree')
+        in_tree(tree, [PYTHON, '-m', 'venv', venv])
+        pip = [f'{venv}/bin/python', '-m', 'pip', 'install', '--quiet']
+        in_tree(tree, [*pip, '-r', f'{PROJECT}/requirements-dev.txt', *deps_extra()])
+        in_tree(tree, [f'{venv}/bin/python', '-m', 'pip', 'check'])
+
+    if not build_once(tree / venv.lstrip('/'), build):
+        say(f'reusing the tests\' {PYTHON} venv {venv} in the tree')
+    return venv
+
+
+def build_release_venvs(tree, venv):
+    """tests/releases.py's venvs of other gunicorn releases, for 3.13, before the suite needs them."""
+    if (ROOT / 'tests' / 'releases.py').is_file():
+        in_tree(tree, [f'{venv}/bin/python', '-m', 'tests.releases'], cwd=PROJECT, PYTHONPATH=PROJECT)
+
+
+def prepare():
+    tree = ensure_tree()
+    venv = ensure_venv(tree)
+    build_release_venvs(tree, venv)
+    return tree, venv
+
+
+def test(pytest_args=()):
+    tree, venv = prepare()
+    say(f'the test suite on {PYTHON} from Debian {SUITE}')
+    in_tree(tree, [f'{venv}/bin/python', '-m', 'pytest', *pytest_args], cwd=PROJECT, PYTHONPATH=PROJECT)
+
+
+if __name__ == '__main__':
+    try:
+        test(sys.argv[1:])
+    except StepFailed as e:
+        sys.exit(f'error: {e}')
