@@ -45,14 +45,14 @@ def say(message):
     print(f'--> {message}', flush=True)
 
 
-def run(command, shown=None, **kwargs):
-    """Run COMMAND after printing it (or SHOWN, a shorter text for it); StepFailed names the
-    command and its exit code."""
+def run(command, shown=None, check=True, **kwargs):
+    """Run COMMAND after printing it (or SHOWN, a shorter text for it); unless CHECK is false,
+    StepFailed names the command and its exit code when it fails."""
     command = [str(part) for part in command]
     shown = shown or f'$ {shlex.join(command)}'
     print(shown, flush=True)
     done = subprocess.run(command, **kwargs)
-    if done.returncode:
+    if check and done.returncode:
         raise StepFailed(f'{shown} exited with code {done.returncode}')
     return done
 

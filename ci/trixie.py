@@ -28,8 +28,9 @@ from .common import ROOT, StepFailed, build_once, cache_dir, deps_extra, digest,
 SUITE = 'trixie'
 PYTHON = 'python3.13'
 # util-linux (unshare, for the network-namespace test) is Essential in Debian: minbase has it.
-# iproute2 gives `ip`; ca-certificates makes the CA bundle path that this machine's is mounted on.
-PACKAGES = (PYTHON, f'{PYTHON}-venv', 'iproute2', 'ca-certificates')
+# iproute2 gives `ip`; ca-certificates makes the CA bundle path that this machine's is mounted on;
+# ddev runs git on the repository it validates.
+PACKAGES = (PYTHON, f'{PYTHON}-venv', 'iproute2', 'ca-certificates', 'git')
 # Bump when the steps below change, so that trees made by the old steps are not reused.
 RECIPE = 1
 PROJECT = '/project'  # where the clone is mounted in the tree
@@ -44,19 +45,23 @@ PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 # of this machine that the tree does not have).
 PASSED_THROUGH = ('CI', 'TERM', 'NO_COLOR', 'FORCE_COLOR', 'PYTEST_ADDOPTS', 'PYTHONDONTWRITEBYTECODE')
 
-# Runs in the new namespaces, as root: mounts, then chroot. "$@" is the command for the tree.
+# Runs in the new namespaces, as root: mounts, then chroot. Its arguments: the tree, then
+# HOST TARGET pairs to bind-mount (a target in the tree is made if missing), then `--` and the
+# command for the tree.
 ENTER = r"""
 set -eu
-tree=$1 project=$2 files=$3
-shift 3
+tree=$1
+shift
 mount -t proc proc "$tree/proc"
 mount --rbind /sys "$tree/sys"
 mount --rbind /dev "$tree/dev"
 mount -t tmpfs -o mode=1777 tmpfs "$tree/tmp"
-mount --bind "$project" "$tree/project"
-for file in $files; do
-    mount --bind "$file" "$tree$file"
+while [ "$1" != -- ]; do
+    if [ -d "$1" ]; then mkdir -p "$tree$2"; elif [ ! -e "$tree$2" ]; then touch "$tree$2"; fi
+    mount --bind "$1" "$tree$2"
+    shift 2
 done
+shift
 exec chroot "$tree" "$@"
 """
 
@@ -88,13 +93,15 @@ def environment(**extra):
     return [f'{name}={value}' for name, value in env.items()]
 
 
-def in_tree(tree, command, cwd='/', host_files=HOST_FILES, stdout=None, **env):
-    """Run COMMAND (a list) in TREE, in namespaces of its own, with the clone at /project."""
+def in_tree(tree, command, cwd='/', host_files=HOST_FILES, binds=(), stdout=None, check=True, **env):
+    """Run COMMAND (a list) in TREE, in namespaces of its own, with the clone at /project, HOST_FILES
+    over the tree's own and BINDS, (host path, path in the tree) pairs, mounted."""
     namespaces = ['unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child']
+    mounts = [(ROOT, PROJECT), *((file, file) for file in host_files), *binds]
+    entering = ['sh', '-c', ENTER, 'sh', tree, *(str(path) for pair in mounts for path in pair), '--']
     chrooted = ['env', '-i', f'--chdir={cwd}', *environment(**env), *command]
     shown = f'$ [{SUITE} tree, in {cwd}] {shlex.join(map(str, command))}'
-    entering = ['sh', '-c', ENTER, 'sh', tree, ROOT, ' '.join(host_files)]
-    return run([*namespaces, *entering, *chrooted], shown=shown, stdout=stdout)
+    return run([*namespaces, *entering, *chrooted], shown=shown, stdout=stdout, check=check)
 
 
 def ensure_debootstrap():
@@ -121,13 +128,10 @@ def _build_tree(tree):
         stdout=subprocess.DEVNULL,
     )
     tree.chmod(0o755)  # the tests fork as `nobody`, who must be able to walk down from /
-    (tree / PROJECT.lstrip('/')).mkdir()
     for file in NAME_FILES:
         target = tree / file.lstrip('/')
-        if target.is_symlink():  # a bind mount needs a real file to cover
+        if target.is_symlink():  # a bind mount needs a real file to cover, not a link
             target.unlink()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.touch()
     say(f'installing {", ".join(PACKAGES)} in the tree')
     # Errors go to stderr; dpkg's progress, to the tree's /var/log/apt/term.log.
     apt = ['apt-get', '-qq', '-o', 'Dpkg::Use-Pty=0']
@@ -148,27 +152,28 @@ def ensure_tree():
     return tree
 
 
-def venv_path():
-    """The tests' venv in TREE, as seen inside the tree."""
-    requirements = (ROOT / 'requirements-dev.txt').read_bytes()
-    return f'/opt/venvs/dev-{digest(requirements, deps_extra())}'
+def tree_venv(tree, kind, install, key, what):
+    """A venv named KIND in TREE (/opt/venvs/KIND-HASH, HASH of KEY: what decides its contents),
+    made with `pip install INSTALL`; returns its path as seen inside the tree."""
+    venv = f'/opt/venvs/{kind}-{digest(*key)}'
+
+    def build(path):
+        say(f'making the {PYTHON} venv {venv} in the tree for {what}')
+        in_tree(tree, [PYTHON, '-m', 'venv', venv])
+        in_tree(tree, [f'{venv}/bin/python', '-m', 'pip', 'install', '--quiet', *install])
+        in_tree(tree, [f'{venv}/bin/python', '-m', 'pip', 'check'])
+
+    if not build_once(tree / venv.lstrip('/'), build):
+        say(f'reusing the {PYTHON} venv {venv} in the tree for {what}')
+    return venv
 
 
 def ensure_venv(tree):
     """The tests' venv inside TREE: requirements-dev.txt and the `deps` extra. The check itself is
     not installed: /project is on PYTHONPATH, as an editable install would put it."""
-    venv = venv_path()
-
-    def build(path):
-        say(f'making the tests\' {PYTHON} venv {venv} in the tree')
-        in_tree(tree, [PYTHON, '-m', 'venv', venv])
-        pip = [f'{venv}/bin/python', '-m', 'pip', 'install', '--quiet']
-        in_tree(tree, [*pip, '-r', f'{PROJECT}/requirements-dev.txt', *deps_extra()])
-        in_tree(tree, [f'{venv}/bin/python', '-m', 'pip', 'check'])
-
-    if not build_once(tree / venv.lstrip('/'), build):
-        say(f'reusing the tests\' {PYTHON} venv {venv} in the tree')
-    return venv
+    install = ['-r', f'{PROJECT}/requirements-dev.txt', *deps_extra()]
+    key = [(ROOT / 'requirements-dev.txt').read_bytes(), *deps_extra()]
+    return tree_venv(tree, 'dev', install, key, 'the tests')
 
 
 def build_release_venvs(tree, venv):
