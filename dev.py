@@ -1,22 +1,35 @@
 #!/usr/bin/env python3
 """Development entry point; needs only python3 (3.11+).
 
-    python3 dev.py demo    # a sample gunicorn app, some traffic, the check's output
-    python3 dev.py test    # lint and the whole test suite
-    python3 dev.py bench   # the steady-state benchmark against the bundled check's approach
+    python3 dev.py demo        # a sample gunicorn app, some traffic, the check's output
+    python3 dev.py test        # lint and the whole test suite (CPython 3.11, newest datadog-checks-base)
+    python3 dev.py bench       # the steady-state benchmark against the bundled check's approach
 
-Each command first makes `.venv` (once, and again when pyproject.toml or
-requirements-dev.txt change) with this project installed in editable mode.
+    python3 dev.py test-floor  # the suite with the datadog-checks-base floor of pyproject.toml
+    python3 dev.py test-py313  # the suite on CPython 3.13, the Agent's Python (Debian trixie; root)
+    python3 dev.py validate    # Datadog's own validators, `ddev validate ...` (in that tree; root)
+    python3 dev.py prepare [venv floor py313 ddev]   # only make (or find) what those need
+    python3 dev.py ci          # what CI runs (.ci/run): all of the above, each step timed
+
+Arguments after test, test-floor and test-py313 go to pytest.
+
+demo, test and bench first make `.venv` (once, and again when pyproject.toml or
+requirements-dev.txt change) with this project installed in editable mode. The other
+environments are cached outside the clone, in ${XDG_CACHE_HOME:-~/.cache}/datadog-gunicorn-tests
+(ci/ says how), so fresh clones on the same machine reuse them.
 """
 
 import hashlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -104,11 +117,155 @@ def wait_for(url, timeout=30):
             time.sleep(0.1)
 
 
-COMMANDS = {'demo': demo, 'test': test, 'bench': bench}
+# The commands below need no .venv: they make their own environments, with the standard
+# library only (ci/).
+
+
+def in_ci_step(function):
+    """Run FUNCTION from ci/, turning its StepFailed into a message and exit code 1."""
+    from ci.common import StepFailed
+
+    try:
+        function()
+        return 0
+    except StepFailed as e:
+        print(f'error: {e}', file=sys.stderr, flush=True)
+    except subprocess.CalledProcessError as e:
+        print(f'error: {shlex.join(map(str, e.cmd))} exited with code {e.returncode}', file=sys.stderr, flush=True)
+    return 1
+
+
+def test_floor():
+    from ci import floor
+
+    return in_ci_step(lambda: floor.test(sys.argv[2:]))
+
+
+def test_py313():
+    from ci import trixie
+
+    return in_ci_step(lambda: trixie.test(sys.argv[2:]))
+
+
+def validate():
+    from ci import validate
+
+    return in_ci_step(validate.validate)
+
+
+def prepare_venv():
+    ensure_venv()
+    if (ROOT / 'tests' / 'releases.py').is_file():  # the other gunicorn releases' venvs
+        subprocess.run([str(PYTHON), '-m', 'tests.releases'], cwd=ROOT, check=True)
+
+
+def prepare_ddev():
+    from ci import trixie, validate
+
+    validate.ensure_ddev(trixie.ensure_tree())
+
+
+def prepare_floor():
+    from ci import floor
+
+    floor.ensure_venv()
+
+
+def prepare_py313():
+    from ci import trixie
+
+    trixie.prepare()
+
+
+PREPARE = {'venv': prepare_venv, 'floor': prepare_floor, 'py313': prepare_py313, 'ddev': prepare_ddev}
+
+
+def prepare():
+    """Make what the named parts need (all by default), one after the other."""
+    wanted = sys.argv[2:] or list(PREPARE)
+    unknown = [name for name in wanted if name not in PREPARE]
+    if unknown:
+        sys.exit(f'prepare: unknown {", ".join(unknown)}; known: {", ".join(PREPARE)}')
+    return in_ci_step(lambda: [PREPARE[name]() for name in wanted])
+
+
+# CI: the README's test command and the runs the issue asks for, in one command that fails when
+# any of them fails. The environments are made first, side by side, as making them mostly waits
+# on the network and the disk; the suites then run one after the other, since their timing
+# assertions would suffer from two suites sharing the 2 cores.
+# Each step names the environment it needs from PREPARE; the README's test command comes last.
+CI_STEPS = (
+    ('Datadog\'s validators (ddev validate)', ['validate'], 'ddev'),
+    ('the suite on CPython 3.13, the Agent\'s Python', ['test-py313'], 'py313'),
+    ('the suite with the datadog-checks-base floor', ['test-floor'], 'floor'),
+    ('lint and the suite on CPython 3.11 with the newest datadog-checks-base (README)', ['test'], 'venv'),
+)
+
+
+def banner(text):
+    print(f'\n==== {text}', flush=True)
+
+
+def prepare_in_parallel():
+    """`dev.py prepare NAME` for every part at once, each into a log shown when it ends."""
+    logs = Path(tempfile.mkdtemp(prefix='dev-ci-'))
+
+    def make(name):
+        started = time.monotonic()
+        with open(logs / f'{name}.log', 'w+') as log:
+            code = subprocess.run([sys.executable, __file__, 'prepare', name], stdout=log, stderr=subprocess.STDOUT)
+            log.seek(0)
+            return name, code.returncode, time.monotonic() - started, log.read()
+
+    results = []
+    with ThreadPoolExecutor(max_workers=len(PREPARE)) as pool:
+        for name, code, took, output in pool.map(make, PREPARE):
+            banner(f'prepare {name}: {"ready" if code == 0 else f"FAILED (exit code {code})"} in {took:.0f}s')
+            print(output, end='', flush=True)
+            results.append((f'prepare {name}', code, took))
+    return results
+
+
+def ci():
+    started = time.monotonic()
+    banner('making or finding the environments: ' + ', '.join(PREPARE))
+    results = prepare_in_parallel()
+    unprepared = {what.split()[-1] for what, code, _ in results if code}
+    for what, arguments, needs in CI_STEPS:
+        banner(f'{what}: {shlex.join(["python3", "dev.py", *arguments])}')
+        if needs in unprepared:
+            print(f'skipped: `python3 dev.py prepare {needs}` failed (above)', flush=True)
+            results.append((what, 'skipped', 0))
+            continue
+        step_started = time.monotonic()
+        code = subprocess.run([sys.executable, 'dev.py', *arguments], cwd=ROOT).returncode
+        results.append((what, code, time.monotonic() - step_started))
+    banner(f'CI steps, {time.monotonic() - started:.0f}s in all:')
+    for what, code, took in results:
+        verdict = 'ok' if code == 0 else 'SKIPPED' if code == 'skipped' else 'FAILED'
+        print(f'  {verdict:<7} {took:6.0f}s  {what}')
+    failed = [what for what, code, _ in results if code]
+    if failed:
+        print(f'CI failed: {"; ".join(failed)}', flush=True)
+    return 1 if failed else 0
+
+
+COMMANDS = {
+    'demo': demo,
+    'test': test,
+    'bench': bench,
+    'test-floor': test_floor,
+    'test-py313': test_py313,
+    'validate': validate,
+    'prepare': prepare,
+    'ci': ci,
+}
+NEED_VENV = {'demo', 'test', 'bench'}
 
 if __name__ == '__main__':
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         sys.exit(__doc__)
     os.chdir(ROOT)
-    ensure_venv()
+    if sys.argv[1] in NEED_VENV:
+        ensure_venv()
     sys.exit(COMMANDS[sys.argv[1]]())
