@@ -356,7 +356,7 @@ def test_stat_reader_reads_what_read_stat_reads_through_one_kept_fd(tmp_path):
     second = reader.read_stat(4641)
 
     assert first == second == procfs.read_stat(4641, root)
-    assert len(reader) == 1
+    assert len(reader.fds) == 1
     assert open_fds() == before + 1
     reader.close()
     assert open_fds() == before
@@ -385,7 +385,7 @@ def test_stat_reader_follows_a_real_process_until_it_is_reaped():
 
     with pytest.raises(psutil.NoSuchProcess):
         reader.read_stat(child.pid)
-    assert len(reader) == 0
+    assert len(reader.fds) == 0
 
 
 def test_stat_reader_reopens_the_pid_after_esrch(tmp_path, monkeypatch):
@@ -409,7 +409,7 @@ def test_stat_reader_reopens_the_pid_after_esrch(tmp_path, monkeypatch):
 
     assert reader.read_stat(4641).start_ticks == 2000000
     assert failed  # the kept fd was asked first
-    assert len(reader) == 1
+    assert len(reader.fds) == 1
     assert open_fds() == before  # the old fd closed, the new one kept
 
 
@@ -524,14 +524,14 @@ def test_fd_reader_sees_each_run_what_the_process_holds_now():
 
             assert after == procfs.read_fd_links(child.pid)
             assert after[7].startswith('socket:[')
-            assert len(reader) == 1
+            assert len(reader.fds) == 1
             assert reader.fd_change_time(key, 7) == procfs.fd_change_time(child.pid, 7)
         finally:
             stop_child(child)
 
     with pytest.raises(psutil.NoSuchProcess):
         reader.read_fd_links(key)
-    assert len(reader) == 0
+    assert len(reader.fds) == 0
 
 
 def test_fd_reader_refuses_a_key_whose_start_ticks_are_not_the_process():
@@ -546,7 +546,7 @@ def test_fd_reader_refuses_a_key_whose_start_ticks_are_not_the_process():
     finally:
         stop_child(child)
 
-    assert len(reader) == 0
+    assert len(reader.fds) == 0
     assert open_fds() == before
 
 
@@ -556,6 +556,62 @@ def test_fd_reader_of_another_users_process_is_access_denied():
         try:
             reader.read_fd_links((1, procfs.read_stat(1).start_ticks))
         except psutil.AccessDenied:
-            return 'AccessDenied', len(reader)
+            return 'AccessDenied', len(reader.fds)
 
     assert run_as_nobody(read_init_fds) == ('AccessDenied', 0)
+
+
+# Readers for finding new processes cheaply.
+
+
+def test_read_comm_without_its_newline(tmp_path):
+    root = fake_proc(tmp_path, 3, {'comm': 'gunicorn: maste\n'})
+
+    assert procfs.read_comm(3, root) == 'gunicorn: maste'
+    assert procfs.read_comm(os.getpid()) == psutil.Process().name()[:15]
+    with pytest.raises(psutil.NoSuchProcess):
+        procfs.read_comm(4, root)
+
+
+def test_list_pids_keeps_the_numeric_entries(tmp_path):
+    for name in ('1', '22', 'self', 'net', '3x'):
+        (tmp_path / name).mkdir()
+
+    assert sorted(procfs.list_pids(str(tmp_path))) == [1, 22]
+    assert os.getpid() in procfs.list_pids()
+    with pytest.raises(procfs.ProcfsError):
+        procfs.list_pids(str(tmp_path / 'missing'))
+
+
+def test_read_last_pid(tmp_path):
+    (tmp_path / 'loadavg').write_text('0.00 0.01 0.05 1/95 13584\n')
+    assert procfs.read_last_pid(str(tmp_path)) == 13584
+
+    (tmp_path / 'loadavg').write_text('0.00 0.01\n')
+    with pytest.raises(procfs.ProcfsError, match='no last pid'):
+        procfs.read_last_pid(str(tmp_path))
+
+
+def test_last_pid_and_fork_count_move_when_a_process_starts():
+    last, forks = procfs.read_last_pid(), procfs.read_fork_count()
+    child, _ = child_process()
+    stop_child(child)
+
+    assert procfs.read_last_pid() != last
+    assert procfs.read_fork_count() > forks
+
+
+def test_read_fork_count(tmp_path):
+    (tmp_path / 'stat').write_text('cpu  1 2 3\nintr 5 0 0\nctxt 99\nbtime 1\nprocesses 4242\nprocs_running 1\n')
+    assert procfs.read_fork_count(str(tmp_path)) == 4242
+
+    (tmp_path / 'stat').write_text('cpu  1 2 3\n')
+    with pytest.raises(procfs.ProcfsError, match='no `processes` line'):
+        procfs.read_fork_count(str(tmp_path))
+
+
+def test_shows_own_pid_namespace(tmp_path):
+    assert procfs.shows_own_pid_namespace()
+    assert not procfs.shows_own_pid_namespace(str(tmp_path))
+    (tmp_path / 'self').symlink_to('1')
+    assert not procfs.shows_own_pid_namespace(str(tmp_path))

@@ -76,20 +76,23 @@ def _read_to_end(fd, first):
     return b''.join(chunks)
 
 
-def _read_bytes(root, pid, name):
+def _read_bytes(root, pid, name, whole=False):
+    """The bytes of PID's file `name`. `whole`: the kernel makes the file at once (stat, comm,
+    cmdline, cgroup), so a read shorter than asked is all of it, and no second read is needed."""
     path = f'{root}/{pid}/{name}'
     try:
         fd = os.open(path, OPEN_FLAGS)
         try:
-            return _read_to_end(fd, os.read(fd, READ_SIZE))
+            data = os.read(fd, READ_SIZE)
+            return data if whole and len(data) < READ_SIZE else _read_to_end(fd, data)
         finally:
             os.close(fd)
     except OSError as e:
         raise _mapped(e, pid, path) from None
 
 
-def _read_text(root, pid, name):
-    return _read_bytes(root, pid, name).decode('utf-8', 'replace')
+def _read_text(root, pid, name, whole=False):
+    return _read_bytes(root, pid, name, whole).decode('utf-8', 'replace')
 
 
 def _listdir(pid, path, dir_fd=None):
@@ -179,13 +182,80 @@ def read_children(pid, root='/proc'):
 def read_title(pid, root='/proc'):
     """The process title as `ps` shows it: /proc/PID/cmdline with its NUL separators and
     setproctitle's NUL padding turned into single spaces."""
-    data = _read_bytes(root, pid, 'cmdline')
+    data = _read_bytes(root, pid, 'cmdline', whole=True)
     return b' '.join(part for part in data.split(b'\0') if part).decode('utf-8', 'replace')
+
+
+def read_comm(pid, root='/proc'):
+    """/proc/PID/comm: the first 15 bytes of the process's name (its title's, once setproctitle
+    set one), the cheapest file to tell a process apart by during a scan."""
+    data = _read_bytes(root, pid, 'comm', whole=True)
+    return (data[:-1] if data.endswith(b'\n') else data).decode('utf-8', 'replace')
+
+
+def list_pids(root='/proc'):
+    """Pids of every process `root` shows. About a microsecond a process: listing /proc makes the
+    kernel look each one up."""
+    try:
+        names = os.listdir(root)
+    except OSError as e:
+        raise ProcfsError(root, e.strerror or str(e)) from None
+    return [int(name) for name in names if name.isdigit()]
+
+
+def read_last_pid(root='/proc'):
+    """The last field of /proc/loadavg: the pid most recently given to a process or thread.
+    Unchanged since an earlier read means no process was created in between, unless a whole
+    round of pids went by. The kernel answers for the READER's pid namespace, whatever
+    namespace `root` shows: see shows_own_pid_namespace()."""
+    path = f'{root}/loadavg'
+    try:
+        fd = os.open(path, OPEN_FLAGS)
+        try:
+            data = os.read(fd, 256)
+        finally:
+            os.close(fd)
+        return int(data.rsplit(None, 1)[1])
+    except OSError as e:
+        raise ProcfsError(path, e.strerror or str(e)) from None
+    except (IndexError, ValueError):
+        raise ProcfsError(path, f'no last pid in {_excerpt(data)!r}') from None
+
+
+def read_fork_count(root='/proc'):
+    """Processes and threads created since boot, all namespaces together (`processes` in
+    /proc/stat): what read_last_pid() tells, for a `root` of another pid namespace. Dearer:
+    the kernel writes a line per CPU and one counter per interrupt with it."""
+    path = f'{root}/stat'
+    try:
+        fd = os.open(path, OPEN_FLAGS)
+        try:
+            data = _read_to_end(fd, os.read(fd, READ_SIZE))
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise ProcfsError(path, e.strerror or str(e)) from None
+    start = data.find(b'\nprocesses ') + 1
+    try:
+        if not start:
+            raise ValueError
+        return int(data[start + 10 : data.index(b'\n', start)])
+    except ValueError:
+        raise ProcfsError(path, 'no `processes` line') from None
+
+
+def shows_own_pid_namespace(root='/proc'):
+    """Whether `root` shows the pid namespace this process is in: its `self` names our own pid.
+    A /host/proc of the host, read from a container with a pid namespace of its own, does not."""
+    try:
+        return os.readlink(f'{root}/self') == str(os.getpid())
+    except OSError:
+        return False
 
 
 def read_cgroup(pid, root='/proc'):
     """/proc/PID/cgroup: one `ID:CONTROLLERS:PATH` line per hierarchy (cgroup v1), or `0::PATH` (v2)."""
-    return _read_text(root, pid, 'cgroup')
+    return _read_text(root, pid, 'cgroup', whole=True)
 
 
 def read_mapped_paths(pid, root='/proc'):
@@ -350,9 +420,6 @@ class _KeptFds:
     def close(self):
         _close_all(self.fds)
         self.used.clear()
-
-    def __len__(self):
-        return len(self.fds)
 
 
 class StatReader(_KeptFds):
