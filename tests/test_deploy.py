@@ -16,23 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from .venvs import build_wheel
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / 'deploy' / 'Dockerfile'
 SCRIPT = ROOT / 'deploy' / 'restore-after-agent-upgrade.sh'
 BUNDLED_VERSION = '4.3.0'  # the bundled datadog-gunicorn of the last public Agent release list
-
-
-def build_wheel(project, out):
-    # hatchling from the dev environment, as tests/test_packaging.py does: no isolation, no network.
-    subprocess.run(
-        [sys.executable, '-m', 'hatchling', 'build', '-t', 'wheel', '-d', str(out)],
-        cwd=project,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    (wheel,) = Path(out).glob('*.whl')
-    return wheel
 
 
 @pytest.fixture(scope='module')

@@ -1,24 +1,16 @@
 """The wheel the Agent installs (`datadog-agent integration install -w`) replaces the bundled one."""
 
-import subprocess
-import sys
 import zipfile
 from email.parser import Parser
 from pathlib import Path
+
+from .venvs import build_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_has_the_bundled_names_and_everything_the_check_loads(tmp_path):
-    # hatchling from the dev environment: no build isolation, no network.
-    subprocess.run(
-        [sys.executable, '-m', 'hatchling', 'build', '-t', 'wheel', '-d', str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    (wheel,) = tmp_path.glob('*.whl')
+    wheel = build_wheel(ROOT, tmp_path)
     assert wheel.name.startswith('datadog_gunicorn-')
 
     with zipfile.ZipFile(wheel) as archive:

@@ -100,8 +100,16 @@ def test_reuse_port_sockets_are_the_listeners_and_their_queues_add_up(
 
         wait_until(all_placed, what=f'{sent} connections accepted or queued')
         check = make_check(server.name)
-        dd_run_check(check)
-        busy_workers, accepted = holding(server), held_connections(server)
+
+        def run_while_settled():
+            # An async worker may accept one more waiting connection before its blocking request
+            # starts: compare with psutil only when nothing moved around the check's run.
+            before = holding(server), held_connections(server)
+            aggregator.reset()
+            dd_run_check(check)
+            return before if (holding(server), held_connections(server)) == before else None
+
+        busy_workers, accepted = wait_until(run_while_settled, what='the workers to settle')
     finally:
         close_all(held)
 

@@ -24,3 +24,17 @@ def pip_install(python, *arguments):
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise AssertionError(f'{" ".join(command)} exited {result.returncode}: {result.stderr[-2000:]}')
+
+
+def build_wheel(project, out):
+    """The wheel of `project` (a folder with a pyproject.toml), built into `out` with the dev
+    environment's hatchling: no build isolation, no network."""
+    subprocess.run(
+        [sys.executable, '-m', 'hatchling', 'build', '-t', 'wheel', '-d', str(out)],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (wheel,) = Path(out).glob('*.whl')
+    return wheel
