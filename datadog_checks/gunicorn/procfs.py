@@ -8,9 +8,9 @@ Every reader maps OS errors the same way (see `_mapped`), so callers handle thre
 exceptions: `psutil.NoSuchProcess`, `psutil.AccessDenied` and `ProcfsError`.
 
 `StatReader` and `FdReader` keep a process's files open between runs, for callers that
-read the same processes at every run: an open /proc file stays bound to the process it
-was opened for, so a pread on it costs a third of an open, read and close, and can never
-read another process that reused the pid (the kernel answers ESRCH or ENOENT instead).
+read the same processes at every run: a pread is one system call where a fresh read is
+three, and an open /proc file stays bound to the process it was opened for, so it never
+reads another process that reused the pid (the kernel answers ESRCH or ENOENT instead).
 """
 
 import os
@@ -27,17 +27,18 @@ PAGE_SIZE = os.sysconf('SC_PAGE_SIZE')
 # Exited but not yet reaped (`Z`), or being torn down (`X`): no longer serving anything.
 DEAD_STATES = frozenset('ZXx')
 
-# One read of this size returns a whole /proc/PID/stat (well under 1 KiB). Files made of
-# records (maps, net/*, children) come back at most a page per read, whatever is asked: they
-# are read until the kernel returns nothing.
+# Files the kernel makes at once (stat, comm, cmdline, cgroup) come back whole from one read
+# this large; files made of records (maps, net/*, children) come back at most a page per
+# read, whatever is asked, and are read until the kernel returns nothing.
 READ_SIZE = 1 << 16
-STAT_READ_SIZE = 4096
+STAT_READ_SIZE = 4096  # a stat line is well under 1 KiB
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 OPEN_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class ProcfsError(Exception):
-    """A /proc file exists but does not say what the kernel documents (proc(5))."""
+    """A /proc file does not say what the kernel documents (proc(5)), or could not be read
+    for another reason than its process being gone or out of reach."""
 
     def __init__(self, path, problem):
         super().__init__(f'{path}: {problem}')
