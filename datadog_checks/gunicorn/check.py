@@ -51,6 +51,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.listeners = None
         self.pools = {}  # (app, container) -> PoolState, of the pools seen at the previous run
         self.versions = None
+        self.fd_reader = None  # the workers' /proc/PID/fd folders, kept open between runs
         self.submitted_version = None
         self.problems = set()  # lasting conditions reported at the previous run
         self.problems_now = set()  # ... and at this one
@@ -70,6 +71,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.cardinality = tag_cardinality(datadog_agent.get_config('checks_tag_cardinality'))
         self.discovery = Discovery(config.proc_name, config.rescan_interval, root, config.pod_uid)
         self.listeners = [parse_listener(address) for address in config.listeners or ()]
+        self.fd_reader = procfs.FdReader(root)
         # The instance's command first, then init_config's, as the bundled check looked it up.
         self.versions = Versions(config.gunicorn or self.shared_config.gunicorn, self.log, root)
 
@@ -111,6 +113,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             # The control socket speaks for one master: its heartbeats stand in only for a lone pool's.
             self.run_pool(pool, self.pools[key], now, control_ages if len(pools) == 1 else [])
         self.optional_part('Version metadata', self.submit_version, snapshot.masters)
+        self.fd_reader.sweep()
 
     def new_pool_state(self):
         return PoolState(Sockets(self.listeners, self.root), WorkerHistory())
@@ -172,7 +175,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
 
     def heartbeat_ages(self, workers, fds_by_key):
         wall_now = time.time()
-        ages = (heartbeat_age(w, fds_by_key[w.key], wall_now, self.root) for w in workers if w.key in fds_by_key)
+        ages = (heartbeat_age(w, fds_by_key[w.key], wall_now, self.fd_reader) for w in workers if w.key in fds_by_key)
         return [age for age in ages if age is not None]
 
     def read_fds(self, workers):
@@ -181,7 +184,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         denied = False
         for worker in workers:
             try:
-                fds_by_key[worker.key] = read_worker_fds(worker, self.root)
+                fds_by_key[worker.key] = read_worker_fds(worker, self.fd_reader)
             except psutil.AccessDenied:
                 denied = True
             except psutil.NoSuchProcess:

@@ -34,20 +34,21 @@ class PoolChange(NamedTuple):
     cpu_percent: float  # CPU of all workers over the elapsed time, % of one core; None at the first run
 
 
-def read_worker_fds(worker, root='/proc'):
-    """WorkerFds of one worker; psutil.AccessDenied where the Agent may not read its fds."""
-    links = procfs.read_fd_links(worker.pid, root)
+def read_worker_fds(worker, fd_reader):
+    """WorkerFds of one worker, through a procfs.FdReader that keeps its fd directory open
+    between runs; psutil.AccessDenied where the Agent may not read its fds."""
+    links = fd_reader.read_fd_links(worker.key)
     heartbeat = next((fd for fd, target in links.items() if HEARTBEAT_FILE in target), -1)
     return WorkerFds(procfs.socket_inodes(links), heartbeat, EPOLL in links.values())
 
 
-def heartbeat_age(worker, fds, wall_now, root='/proc'):
+def heartbeat_age(worker, fds, wall_now, fd_reader):
     """Seconds since the worker last touched its heartbeat file (None without one).
     gunicorn moves the file's ctime at every notify, whatever the version."""
     if fds.heartbeat_fd < 0:
         return None
     try:
-        return max(0.0, wall_now - procfs.fd_change_time(worker.pid, fds.heartbeat_fd, root))
+        return max(0.0, wall_now - fd_reader.fd_change_time(worker.key, fds.heartbeat_fd))
     except psutil.Error:
         return None
 
