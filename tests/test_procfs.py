@@ -615,3 +615,18 @@ def test_shows_own_pid_namespace(tmp_path):
     assert not procfs.shows_own_pid_namespace(str(tmp_path))
     (tmp_path / 'self').symlink_to('1')
     assert not procfs.shows_own_pid_namespace(str(tmp_path))
+
+
+def test_read_run_time(tmp_path):
+    root = fake_proc(tmp_path, 8, {'schedstat': '27420656 20942434 21\n'})
+
+    assert procfs.read_run_time(8, root) == 27420656
+    assert procfs.read_run_time(os.getpid()) > 0  # this process has run
+
+
+@pytest.mark.parametrize('text', ['', 'soon 1 2\n'])
+def test_read_run_time_rejects_garbage(tmp_path, text):
+    root = fake_proc(tmp_path, 8, {'schedstat': text})
+
+    with pytest.raises(procfs.ProcfsError, match='schedstat'):
+        procfs.read_run_time(8, root)

@@ -16,7 +16,7 @@ import pytest
 
 from datadog_checks.base import AgentCheck
 from datadog_checks.dev.utils import get_metadata_metrics
-from datadog_checks.gunicorn import sockdiag
+from datadog_checks.gunicorn import procfs, sockdiag
 from datadog_checks.gunicorn import workers as workers_module
 
 from .server import free_port, wait_until
@@ -590,3 +590,31 @@ def test_master_in_another_network_namespace(gunicorn_server, make_check, dd_run
     assert worker_counts(aggregator, 'netns') == {'working': 2, 'idle': 0}
     (pool,) = check.pools.values()
     assert pool.sockets.netlink and len(pool.sockets.diag_sockets) == 1, 'sock_diag made inside the namespace'
+
+
+def test_an_idle_sync_worker_is_not_read_again_until_it_runs(
+    gunicorn_server, make_check, dd_run_check, aggregator, monkeypatch
+):
+    server = gunicorn_server(name='still', workers=2, args=['--timeout', '120'])  # notifies every 60 s when idle
+    reads = []
+    real = procfs.FdReader.read_fd_links
+
+    def counting(self, key):
+        reads.append(key[0])
+        return real(self, key)
+
+    monkeypatch.setattr(procfs.FdReader, 'read_fd_links', counting)
+    check = make_check('still')
+    for _ in range(3):
+        run(check, aggregator, dd_run_check)
+    idle_reads = list(reads)
+
+    held = hold_requests(server, '/sleep?s=5', 1)  # the worker that accepts it runs: its fds are read again
+    try:
+        wait_until(lambda: run(check, aggregator, dd_run_check) or worker_counts(aggregator, 'still')['working'] == 1)
+    finally:
+        close_all(held)
+
+    assert sorted(idle_reads) == sorted(w.pid for w in server.workers())  # once each, at the first run
+    assert len(reads) > len(idle_reads)
+    assert 0 <= gauge(aggregator, 'gunicorn.worker.heartbeat.age.max', 'app:still') < 120

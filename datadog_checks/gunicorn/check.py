@@ -14,7 +14,7 @@ from .diagnose import diagnose_master, diagnose_network_namespaces, diagnose_vis
 from .discovery import MASTER_TITLE, Discovery
 from .sockets import Sockets, parse_listener
 from .version import Versions
-from .workers import WorkerHistory, heartbeat_age, read_worker_fds, requests_in_flight, worker_states
+from .workers import FdTables, WorkerHistory, heartbeat_age, read_worker_fds, requests_in_flight, worker_states
 
 FDS_DENIED = (
     'Cannot read /proc/<PID>/fd of the gunicorn workers: busy workers are counted by CPU time, which '
@@ -51,7 +51,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.listeners = None
         self.pools = {}  # (app, container) -> PoolState, of the pools seen at the previous run
         self.versions = None
-        self.fd_reader = None  # the workers' /proc/PID/fd folders, kept open between runs
+        self.fd_tables = None  # the workers' fds, kept between runs
         self.submitted_version = None
         self.problems = set()  # lasting conditions reported at the previous run
         self.problems_now = set()  # ... and at this one
@@ -71,7 +71,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.cardinality = tag_cardinality(datadog_agent.get_config('checks_tag_cardinality'))
         self.discovery = Discovery(config.proc_name, config.rescan_interval, root, config.pod_uid)
         self.listeners = [parse_listener(address) for address in config.listeners or ()]
-        self.fd_reader = procfs.FdReader(root)
+        self.fd_tables = FdTables(root)
         # The instance's command first, then init_config's, as the bundled check looked it up.
         self.versions = Versions(config.gunicorn or self.shared_config.gunicorn, self.log, root)
 
@@ -113,7 +113,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             # The control socket speaks for one master: its heartbeats stand in only for a lone pool's.
             self.run_pool(pool, self.pools[key], now, control_ages if len(pools) == 1 else [])
         self.optional_part('Version metadata', self.submit_version, snapshot.masters)
-        self.fd_reader.sweep()
+        self.fd_tables.sweep()
 
     def new_pool_state(self):
         return PoolState(Sockets(self.listeners, self.root), WorkerHistory())
@@ -175,7 +175,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
 
     def heartbeat_ages(self, workers, fds_by_key):
         wall_now = time.time()
-        ages = (heartbeat_age(w, fds_by_key[w.key], wall_now, self.fd_reader) for w in workers if w.key in fds_by_key)
+        ages = (heartbeat_age(fds_by_key[w.key], wall_now) for w in workers if w.key in fds_by_key)
         return [age for age in ages if age is not None]
 
     def read_fds(self, workers):
@@ -184,7 +184,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         denied = False
         for worker in workers:
             try:
-                fds_by_key[worker.key] = read_worker_fds(worker, self.fd_reader)
+                fds_by_key[worker.key] = read_worker_fds(worker, self.fd_tables)
             except psutil.AccessDenied:
                 denied = True
             except psutil.NoSuchProcess:

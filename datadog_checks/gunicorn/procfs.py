@@ -187,6 +187,15 @@ def read_title(pid, root='/proc'):
     return b' '.join(part for part in data.split(b'\0') if part).decode('utf-8', 'replace')
 
 
+def read_run_time(pid, root='/proc'):
+    """Nanoseconds PID's main thread has run on a CPU (/proc/PID/schedstat, first field)."""
+    data = _read_bytes(root, pid, 'schedstat', whole=True)
+    try:
+        return int(data.split(None, 1)[0])
+    except (IndexError, ValueError):
+        raise ProcfsError(f'{root}/{pid}/schedstat', f'unexpected {_excerpt(data)}') from None
+
+
 def read_comm(pid, root='/proc'):
     """/proc/PID/comm: the first 15 bytes of the process's name (its title's, once setproctitle
     set one), the cheapest file to tell a process apart by during a scan."""

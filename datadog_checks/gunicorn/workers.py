@@ -26,6 +26,7 @@ class WorkerFds(NamedTuple):
     socket_inodes: set
     heartbeat_fd: int  # -1 when the worker has none open (yet)
     multiplexes: bool  # holds an epoll instance: may serve, or keep alive, several connections at once
+    heartbeat_time: float  # st_ctime of the heartbeat file, None without one
 
 
 class PoolChange(NamedTuple):
@@ -34,23 +35,67 @@ class PoolChange(NamedTuple):
     cpu_percent: float  # CPU of all workers over the elapsed time, % of one core; None at the first run
 
 
-def read_worker_fds(worker, fd_reader):
-    """WorkerFds of one worker, through a procfs.FdReader that keeps its fd directory open
-    between runs; psutil.AccessDenied where the Agent may not read its fds."""
-    links = fd_reader.read_fd_links(worker.key)
-    heartbeat = next((fd for fd, target in links.items() if HEARTBEAT_FILE in target), -1)
-    return WorkerFds(procfs.socket_inodes(links), heartbeat, EPOLL in links.values())
+def read_worker_fds(worker, tables):
+    """WorkerFds of one worker (a FdTables keeps what it needs between runs);
+    psutil.AccessDenied where the Agent may not read its fds."""
+    return tables.read(worker)
 
 
-def heartbeat_age(worker, fds, wall_now, fd_reader):
+def heartbeat_age(fds, wall_now):
     """Seconds since the worker last touched its heartbeat file (None without one).
     gunicorn moves the file's ctime at every notify, whatever the version."""
-    if fds.heartbeat_fd < 0:
+    if fds.heartbeat_time is None:
         return None
-    try:
-        return max(0.0, wall_now - fd_reader.fd_change_time(worker.key, fds.heartbeat_fd))
-    except psutil.Error:
-        return None
+    return max(0.0, wall_now - fds.heartbeat_time)
+
+
+class FdTables:
+    """The workers' fds and heartbeat times, read through /proc/PID/fd folders kept open between
+    runs. A process's fd table and its heartbeat file change only by its own system calls: a
+    single-threaded worker (every sync worker) whose run time has not moved since the previous
+    run has the same fds and heartbeat, and is not read again. An idle pool then costs one small
+    read per worker instead of a readlink per fd."""
+
+    def __init__(self, root='/proc'):
+        self.root = root
+        self.reader = procfs.FdReader(root)
+
+        # State kept between runs.
+        self.seen = {}  # Proc.key -> (its run time in ns when read, its WorkerFds)
+        self.read_now = set()  # Proc.key of the workers asked for at this run
+
+    def read(self, worker):
+        self.read_now.add(worker.key)
+        run_time = self._run_time(worker) if worker.stat.num_threads == 1 else None
+        known = self.seen.get(worker.key)
+        if run_time is not None and known is not None and known[0] == run_time:
+            return known[1]
+        links = self.reader.read_fd_links(worker.key)
+        heartbeat = next((fd for fd, target in links.items() if HEARTBEAT_FILE in target), -1)
+        changed = self._changed(worker, heartbeat)
+        fds = WorkerFds(procfs.socket_inodes(links), heartbeat, EPOLL in links.values(), changed)
+        self.seen[worker.key] = (run_time, fds)
+        return fds
+
+    def sweep(self):
+        """Forget the workers not asked for since the previous sweep: call once a run."""
+        self.seen = {key: value for key, value in self.seen.items() if key in self.read_now}
+        self.read_now = set()
+        self.reader.sweep()
+
+    def _run_time(self, worker):
+        try:
+            return procfs.read_run_time(worker.pid, self.root)
+        except (psutil.AccessDenied, procfs.ProcfsError):
+            return None  # unknown: its fds are read at every run
+
+    def _changed(self, worker, heartbeat):
+        if heartbeat < 0:
+            return None
+        try:
+            return self.reader.fd_change_time(worker.key, heartbeat)
+        except (psutil.Error, procfs.ProcfsError):
+            return None  # closed or unreadable since the listing: no age this run
 
 
 def worker_states(workers, fds_by_key, connections, cpu_advanced):
