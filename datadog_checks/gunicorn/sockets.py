@@ -156,23 +156,26 @@ class Sockets:
 
     def _sample_namespace(self, pid, namespace, held_inodes, configured):
         """Read the tables of one network namespace, learn what the unknown held sockets are,
-        and count. Each table is read only when there is something to count or learn in it."""
+        and count. Each table is read only when there is something to count or learn in it:
+        a new connection of a known listener is learnt from the port-filtered connection dump
+        the run needs anyway, so only sockets still unknown after it cost the other tables."""
+        known = {*self.listening.values(), *configured}
+        connections = self._tcp_connections(pid, namespace, known, held_inodes, configured)
+        self._learn_connections(self._unknown(held_inodes), connections, self._tcp_listeners(configured))
         unknown = self._unknown(held_inodes)
-        known = set(self.listening.values()) | set(configured)
+
         families = FAMILIES if unknown else {lst.family for lst in known if not lst.path}
         listen = [sock for family in families for sock in self._tcp(pid, namespace, family, {procfs.TCP_LISTEN})]
         unix_paths = {lst.path for lst in known if lst.path}
         unix = procfs.read_net_unix(pid, self.root, None if unknown else unix_paths) if unknown or unix_paths else []
         self._learn_listeners(unknown, listen, unix)
 
-        tcp_listeners = [lst for lst in {*self.listening.values(), *configured} if not lst.path]
-        connections = []
-        if tcp_listeners and (unknown or configured or self._holds_tcp_connections(held_inodes)):
-            ports = {lst.port for lst in tcp_listeners}
-            for family in {lst.family for lst in tcp_listeners}:
-                connections += self._tcp(pid, namespace, family, SERVED_TCP_STATES, ports)
+        new_listeners = {*self.listening.values(), *configured} - known
+        if self._unknown(held_inodes) and any(not lst.path for lst in new_listeners):
+            connections += self._tcp_connections(pid, namespace, new_listeners, held_inodes, configured, always=True)
+            self._learn_connections(self._unknown(held_inodes), connections, self._tcp_listeners(configured))
         unix_listeners = {lst.path: lst for lst in {*self.listening.values(), *configured} if lst.path}
-        self._learn_connections(self._unknown(held_inodes), connections, tcp_listeners, unix, unix_listeners)
+        self._learn_unix_connections(self._unknown(held_inodes), unix, unix_listeners)
 
         return NamespaceSample(
             queues={**tcp_queues(listen, self.listening, configured), **unix_queues(unix, unix_listeners)},
@@ -183,6 +186,24 @@ class Sockets:
             },
             kernel_active=served_on(configured, connections, unix),
         )
+
+    def _tcp_connections(self, pid, namespace, listeners, held_inodes, configured, always=False):
+        """The connections on the ports of the TCP `listeners`, when the run needs them: some
+        held socket is unknown, a held one is a TCP connection, or configured addresses count
+        what the kernel lists."""
+        tcp = [lst for lst in listeners if not lst.path]
+        needed = always or self._unknown(held_inodes) or configured or self._holds_tcp_connections(held_inodes)
+        if not tcp or not needed:
+            return []
+        ports = {lst.port for lst in tcp}
+        return [
+            sock
+            for family in {lst.family for lst in tcp}
+            for sock in self._tcp(pid, namespace, family, SERVED_TCP_STATES, ports)
+        ]
+
+    def _tcp_listeners(self, configured):
+        return [lst for lst in {*self.listening.values(), *configured} if not lst.path]
 
     def _unknown(self, held_inodes):
         return {inode for inode in held_inodes if inode not in self.listening and inode not in self.client_of}
@@ -203,13 +224,17 @@ class Sockets:
             if sock.inode in unknown and sock.flags & procfs.UNIX_ACCEPTING:
                 self.listening[sock.inode] = Listener('', 0, sock.path)
 
-    def _learn_connections(self, unknown, connections, tcp_listeners, unix, unix_listeners):
+    def _learn_connections(self, unknown, connections, tcp_listeners):
         for sock in connections:
             if sock.inode in unknown:
-                self.client_of[sock.inode] = next((lst for lst in tcp_listeners if lst.serves(sock)), None)
+                listener = next((lst for lst in tcp_listeners if lst.serves(sock)), None)
+                if listener is not None:
+                    self.client_of[sock.inode] = listener
+
+    def _learn_unix_connections(self, unknown, unix, unix_listeners):
         for sock in unix:
-            if sock.inode in unknown and sock.state == procfs.UNIX_CONNECTED:
-                self.client_of[sock.inode] = unix_listeners.get(sock.path)
+            if sock.inode in unknown and sock.state == procfs.UNIX_CONNECTED and sock.path in unix_listeners:
+                self.client_of[sock.inode] = unix_listeners[sock.path]
 
     def _namespaces(self, masters, problems):
         """pid of one master per network namespace -> that namespace's st_ino."""
