@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import psutil
@@ -571,6 +572,42 @@ def test_read_comm_without_its_newline(tmp_path):
     assert procfs.read_comm(os.getpid()) == psutil.Process().name()[:15]
     with pytest.raises(psutil.NoSuchProcess):
         procfs.read_comm(4, root)
+
+
+def test_read_comms_of_every_listed_process(tmp_path):
+    fake_proc(tmp_path, 3, {'comm': 'gunicorn: maste\n'})
+    fake_proc(tmp_path, 7, {'comm': 'sleep\n'})
+    for name in ('self', '9'):  # not a pid; a process gone since the listing
+        (tmp_path / name).mkdir()
+
+    assert procfs.read_comms(str(tmp_path)) == {3: 'gunicorn: maste', 7: 'sleep'}
+    assert procfs.read_comms()[os.getpid()] == procfs.read_comm(os.getpid())
+    with pytest.raises(procfs.ProcfsError):
+        procfs.read_comms(str(tmp_path / 'missing'))
+
+
+def test_read_task_of_a_captured_stat(tmp_path):
+    root = fake_proc(tmp_path, 4641, {'stat': WORKER_STAT})
+    fake_proc(tmp_path, 9, {'stat': WORKER_STAT.split(' 17 1 0 ')[0] + '\n'})
+
+    assert procfs.read_task(4641, root) == procfs.Task('gunicorn: worke', False, procfs.read_stat(4641, root))
+    with pytest.raises(procfs.ProcfsError, match='no exit_signal'):
+        procfs.read_task(9, root)
+
+
+def test_read_task_tells_a_thread_from_its_process():
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait)
+    thread.start()
+    try:
+        process, other = procfs.read_task(os.getpid()), procfs.read_task(thread.native_id)
+    finally:
+        done.set()
+        thread.join()
+
+    assert (process.thread, other.thread) == (False, True)
+    assert process.comm == procfs.read_comm(os.getpid())
+    assert process.stat.ppid == other.stat.ppid == os.getppid()
 
 
 def test_list_pids_keeps_the_numeric_entries(tmp_path):
