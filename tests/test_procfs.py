@@ -574,16 +574,21 @@ def test_read_comm_without_its_newline(tmp_path):
         procfs.read_comm(4, root)
 
 
-def test_read_comms_of_every_listed_process(tmp_path):
+def test_find_comms_lists_every_process_and_keeps_the_comms_asked_for(tmp_path):
     fake_proc(tmp_path, 3, {'comm': 'gunicorn: maste\n'})
+    fake_proc(tmp_path, 5, {'comm': 'python3.12\n'})
     fake_proc(tmp_path, 7, {'comm': 'sleep\n'})
     for name in ('self', '9'):  # not a pid; a process gone since the listing
         (tmp_path / name).mkdir()
 
-    assert procfs.read_comms(str(tmp_path)) == {3: 'gunicorn: maste', 7: 'sleep'}
-    assert procfs.read_comms()[os.getpid()] == procfs.read_comm(os.getpid())
+    pids, comms = procfs.find_comms(['gunicorn: maste', 'python'], str(tmp_path))
+
+    assert (sorted(pids), comms) == ([3, 5, 7], {3: 'gunicorn: maste', 5: 'python3.12'})
+    own = procfs.read_comm(os.getpid())
+    pids, comms = procfs.find_comms([own])
+    assert os.getpid() in pids and comms[os.getpid()] == own
     with pytest.raises(procfs.ProcfsError):
-        procfs.read_comms(str(tmp_path / 'missing'))
+        procfs.find_comms([], str(tmp_path / 'missing'))
 
 
 def test_read_task_of_a_captured_stat(tmp_path):
