@@ -191,15 +191,18 @@ def prepare():
 
 # CI: the README's test command and the runs the issue asks for, in one command that fails when
 # any of them fails. The environments are made first, side by side: making them mostly waits on
-# the network and the disk. The suite on 3.13 then runs beside the validators and the suite on
-# the floor, which keeps CI well under 15 minutes, and the README's command comes last. Each
-# suite is in a PID namespace of its own: the check counts every gunicorn master of a name that
-# it can see, and the suites use the same names.
-# Each step: what it is, its dev.py command, the environment it needs from PREPARE.
-VALIDATE = ('Datadog\'s validators (ddev validate)', ['validate'], 'ddev')
-PY313 = ('the suite on CPython 3.13, the Agent\'s Python', ['test-py313'], 'py313')
-FLOOR = ('the suite with the datadog-checks-base floor (CPython 3.11)', ['test-floor'], 'floor')
-README_TEST = ('lint and the suite on CPython 3.11, newest datadog-checks-base (README)', ['test'], 'venv')
+# the network and the disk. The suites then run one after the other, each alone on the machine:
+# the check counts every gunicorn master of a name it sees, the suites use the same names, and
+# their tests of a host's view (pods in PID namespaces of their own, kthreadd as pid 2) rule out
+# hiding them from each other in PID namespaces. The README's test command comes last, so that
+# its pytest line closes the output.
+# Each step: what it is, its dev.py command, and the part of PREPARE it needs.
+CI_STEPS = (
+    ('Datadog\'s validators (ddev validate)', ['validate'], 'ddev'),
+    ('the suite on CPython 3.13, the Agent\'s Python', ['test-py313'], 'py313'),
+    ('the suite with the datadog-checks-base floor (CPython 3.11)', ['test-floor'], 'floor'),
+    ('lint and the suite on CPython 3.11, newest datadog-checks-base (README)', ['test'], 'venv'),
+)
 
 
 def banner(text):
@@ -226,65 +229,21 @@ def prepare_in_parallel():
     return results
 
 
-class Step:
-    """One CI step, `python3 dev.py ...`; a suite on the host goes in a PID namespace of its own
-    (the 3.13 one makes its own)."""
-
-    def __init__(self, step, unprepared, isolate=False):
-        self.what, arguments, needs = step
-        self.shown = shlex.join(['python3', 'dev.py', *arguments])
-        self.command = [sys.executable, 'dev.py', *arguments]
-        if isolate:
-            self.command = ['unshare', '--pid', '--fork', '--kill-child', '--mount-proc', *self.command]
-        self.skip = f'`python3 dev.py prepare {needs}` failed (above)' if needs in unprepared else None
-        self.log = None
-        self.code = 'skipped'
-        self.took = 0
-
-    def start(self, log=None):
-        """Start it; with LOG (a path), its output goes there until wait() shows it."""
-        if not self.skip:
-            self.log = log
-            self.started = time.monotonic()
-            output = open(log, 'w') if log else None
-            self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=output, stderr=output and subprocess.STDOUT)
-            if output:
-                output.close()  # the child has its own
-        return self
-
-    def run(self):
-        """Run it in the foreground."""
-        banner(f'{self.what}: {self.shown}')
-        return self.start()._finish()
-
-    def wait(self):
-        """Wait for a step started with a log, and show the log."""
-        banner(f'{self.what}: {self.shown}')
-        if not self.skip:
-            print('(started before the steps above, and ran beside them; its output follows)', flush=True)
-        return self._finish()
-
-    def _finish(self):
-        if self.skip:
-            print(f'skipped: {self.skip}', flush=True)
-            return self
-        self.code = self.process.wait()
-        self.took = time.monotonic() - self.started
-        if self.log:
-            print(Path(self.log).read_text(), end='', flush=True)
-        return self
-
-
 def ci():
     started = time.monotonic()
     banner('making or finding the environments: ' + ', '.join(PREPARE))
     results = prepare_in_parallel()
     unprepared = {what.split()[-1] for what, code, _ in results if code}
-    py313 = Step(PY313, unprepared).start(log=Path(tempfile.mkdtemp(prefix='dev-ci-')) / 'py313.log')
-    steps = [Step(VALIDATE, unprepared).run(), Step(FLOOR, unprepared, isolate=True).run(), py313.wait()]
-    steps.append(Step(README_TEST, unprepared, isolate=True).run())  # last: its pytest line closes the output
-    results += [(step.what, step.code, step.took) for step in steps]
-    banner(f'CI steps, {time.monotonic() - started:.0f}s in all (the 3.13 suite ran beside the two before it):')
+    for what, arguments, needs in CI_STEPS:
+        banner(f'{what}: {shlex.join(["python3", "dev.py", *arguments])}')
+        if needs in unprepared:
+            print(f'skipped: `python3 dev.py prepare {needs}` failed (above)', flush=True)
+            results.append((what, 'skipped', 0))
+            continue
+        step_started = time.monotonic()
+        code = subprocess.run([sys.executable, 'dev.py', *arguments], cwd=ROOT).returncode
+        results.append((what, code, time.monotonic() - step_started))
+    banner(f'CI steps, {time.monotonic() - started:.0f}s in all:')
     for what, code, took in results:
         verdict = 'ok' if code == 0 else 'SKIPPED' if code == 'skipped' else 'FAILED'
         print(f'  {verdict:<7} {took:6.0f}s  {what}')

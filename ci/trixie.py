@@ -11,9 +11,9 @@ interpreter, and go with the tree when a new one replaces it.
 
 Every command in the tree runs in a mount namespace of its own, so the mounts it needs
 (/proc, /sys, /dev, a fresh /tmp, the clone at /project, this machine's resolv.conf, hosts and
-CA bundle) vanish with it, even when it is killed; and in a PID namespace of its own, so the
-suite sees only its own processes: the check counts every master of a name, and a suite
-running beside it (on the host, or in another run's tree) would otherwise be counted too.
+CA bundle) vanish with it, even when it is killed. It stays in the host's PID namespace: the
+suite has tests of what an Agent with the host's view sees (pods in PID namespaces of their
+own, kthreadd as pid 2), which a PID namespace of its own would hide.
 Needs root, as debootstrap, chroot and mount do.
 """
 
@@ -45,13 +45,17 @@ PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 # of this machine that the tree does not have).
 PASSED_THROUGH = ('CI', 'TERM', 'NO_COLOR', 'FORCE_COLOR', 'PYTEST_ADDOPTS', 'PYTHONDONTWRITEBYTECODE')
 
-# Runs in the new namespaces, as root: mounts, then chroot. Its arguments: the tree, then
-# HOST TARGET pairs to bind-mount (a target in the tree is made if missing), then `--` and the
-# command for the tree.
+# Runs in the new mount namespace, as root: mounts, then the tree becomes the root. Its arguments:
+# the tree, then HOST TARGET pairs to bind-mount (a target in the tree is made if missing), then
+# `--` and the command for the tree.
+# pivot_root rather than chroot: the tree becomes the namespace's root mount, so a mount namespace
+# made inside it (the tests' pods) sees the same paths; after a chroot, /proc/PID/maps of a
+# process in such a namespace would name its files by their paths on this machine.
 ENTER = r"""
 set -eu
 tree=$1
 shift
+mount --bind "$tree" "$tree"
 mount -t proc proc "$tree/proc"
 mount --rbind /sys "$tree/sys"
 mount --rbind /dev "$tree/dev"
@@ -62,7 +66,12 @@ while [ "$1" != -- ]; do
     shift 2
 done
 shift
-exec chroot "$tree" "$@"
+mkdir -p "$tree/.host"
+cd "$tree"
+pivot_root . .host
+umount -l /.host
+cd /
+exec "$@"
 """
 
 
@@ -96,7 +105,7 @@ def environment(**extra):
 def in_tree(tree, command, cwd='/', host_files=HOST_FILES, binds=(), stdout=None, check=True, **env):
     """Run COMMAND (a list) in TREE, in namespaces of its own, with the clone at /project, HOST_FILES
     over the tree's own and BINDS, (host path, path in the tree) pairs, mounted."""
-    namespaces = ['unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child']
+    namespaces = ['unshare', '--mount', '--propagation', 'private']
     mounts = [(ROOT, PROJECT), *((file, file) for file in host_files), *binds]
     entering = ['sh', '-c', ENTER, 'sh', tree, *(str(path) for pair in mounts for path in pair), '--']
     chrooted = ['env', '-i', f'--chdir={cwd}', *environment(**env), *command]
