@@ -1,4 +1,4 @@
-"""What a run costs, and how it survives processes that change under it."""
+"""What a run costs, how it finds new masters, and how it survives processes that change under it."""
 
 import os
 import queue
@@ -7,28 +7,35 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from datadog_checks.base import AgentCheck
 from datadog_checks.gunicorn import discovery, procfs
-from datadog_checks.gunicorn.discovery import Discovery
+from datadog_checks.gunicorn.containers import Container
+from datadog_checks.gunicorn.discovery import RANGE_LIMIT, Discovery
 
-from .server import APP_DIR, title, wait_until
+from .server import APP_DIR, GunicornServer, title, wait_until
 from .test_check import run, worker_counts
+from .test_pods import cgroups_writable, pods  # noqa: F401 (pods: a fixture)
+
+NS_LAST_PID = Path('/proc/sys/kernel/ns_last_pid')
+PID_MAX = int(Path('/proc/sys/kernel/pid_max').read_text())
 
 
 @pytest.fixture
 def count_scans(monkeypatch):
+    """The full scans of the process table, one item each."""
     calls = []
-    real = psutil.process_iter
+    real = Discovery.full_scan
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+    def counting(self, now):
+        calls.append(now)
+        return real(self, now)
 
-    monkeypatch.setattr(discovery.psutil, 'process_iter', counting)
+    monkeypatch.setattr(Discovery, 'full_scan', counting)
     return calls
 
 
@@ -108,7 +115,9 @@ def test_steady_state_runs_do_not_scan_the_process_table(
     assert worker_counts(aggregator, 'steady') == {'working': 0, 'idle': 2}
 
 
-def test_a_restarted_master_is_found_by_a_new_scan(gunicorn_server, make_check, dd_run_check, aggregator, count_scans):
+def test_a_restarted_master_is_found_at_the_next_run_without_a_full_scan(
+    gunicorn_server, make_check, dd_run_check, aggregator, count_scans
+):
     first = gunicorn_server(name='restarted', workers=1)
     check = make_check('restarted')
     dd_run_check(check)
@@ -117,22 +126,21 @@ def test_a_restarted_master_is_found_by_a_new_scan(gunicorn_server, make_check, 
     gunicorn_server(name='restarted', workers=2)
     run(check, aggregator, dd_run_check)
 
-    assert len(count_scans) == 2
+    assert len(count_scans) == 1
     assert worker_counts(aggregator, 'restarted') == {'working': 0, 'idle': 2}
 
 
-def test_new_masters_are_found_at_the_rescan_interval(gunicorn_server, count_scans):
-    first = gunicorn_server(name='rescan', workers=1)
-    finder = Discovery('rescan', rescan_interval=60)
+def test_a_second_master_beside_a_known_one_is_reported_at_the_very_next_run(gunicorn_server, count_scans):
+    first = gunicorn_server(name='beside', workers=1)
+    finder = Discovery('beside', rescan_interval=60)
     assert [m.pid for m in finder.run(now=1000).masters] == [first.master_pid]
 
-    second = gunicorn_server(name='rescan', workers=1)
-    assert [m.pid for m in finder.run(now=1059).masters] == [first.master_pid]
-    assert len(count_scans) == 1
+    second = gunicorn_server(name='beside', workers=2)
+    snapshot = finder.run(now=1015)
 
-    masters = finder.run(now=1060).masters
-    assert sorted(m.pid for m in masters) == sorted([first.master_pid, second.master_pid])
-    assert len(count_scans) == 2
+    assert sorted(m.pid for m in snapshot.masters) == sorted([first.master_pid, second.master_pid])
+    assert len(snapshot.workers) == 3
+    assert len(count_scans) == 1
 
 
 def test_a_run_never_sleeps(gunicorn_server, make_check, dd_run_check, monkeypatch):
@@ -154,15 +162,15 @@ def test_a_worker_vanishing_between_two_reads_is_not_counted(
     check = make_check('vanish')
     dd_run_check(check)
     gone = server.workers()[0].pid
-    real = procfs.read_stat
+    real = procfs.StatReader.read_stat
 
     # Listed as a child, then gone before its stat is read: a race no test can time for real.
-    def vanishing(pid, root='/proc'):
+    def vanishing(self, pid):
         if pid == gone:
             raise psutil.NoSuchProcess(pid)
-        return real(pid, root)
+        return real(self, pid)
 
-    monkeypatch.setattr(procfs, 'read_stat', vanishing)
+    monkeypatch.setattr(procfs.StatReader, 'read_stat', vanishing)
     run(check, aggregator, dd_run_check)
 
     assert worker_counts(aggregator, 'vanish') == {'working': 0, 'idle': 1}
@@ -210,14 +218,14 @@ def test_a_garbled_worker_stat_is_a_warning_and_the_rest_is_counted(
     server = gunicorn_server(name='garbled', workers=2)
     check = make_check('garbled')
     garbled = server.workers()[0].pid
-    real = procfs.read_stat
+    real = procfs.StatReader.read_stat
 
-    def garbling(pid, root='/proc'):
+    def garbling(self, pid):
         if pid == garbled:
             raise procfs.ProcfsError(f'/proc/{pid}/stat', 'too few fields after comm')
-        return real(pid, root)
+        return real(self, pid)
 
-    monkeypatch.setattr(procfs, 'read_stat', garbling)
+    monkeypatch.setattr(procfs.StatReader, 'read_stat', garbling)
     dd_run_check(check)
 
     assert worker_counts(aggregator, 'garbled') == {'working': 0, 'idle': 1}
@@ -279,7 +287,9 @@ def test_a_worker_that_first_looked_like_a_usr2_master_is_counted_once_titled(
     assert worker_counts(aggregator, 'seq') == {'working': 0, 'idle': 1}
 
 
-def test_a_usr2_master_orphaned_before_it_retitles_keeps_counting(play_titles, make_check, dd_run_check, aggregator):
+def test_a_usr2_master_orphaned_before_it_retitles_keeps_counting(
+    play_titles, make_check, dd_run_check, aggregator, count_scans
+):
     player = play_titles('orphaned-successor', 'orphan')
     (successor,) = player.expect('ready')
     check = make_check('orphan')
@@ -293,6 +303,7 @@ def test_a_usr2_master_orphaned_before_it_retitles_keeps_counting(play_titles, m
 
     assert worker_counts(aggregator, 'orphan') == {'working': 0, 'idle': 1}
     aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK)
+    assert len(count_scans) == 1  # the successor, known from the previous run, is followed on
     # A check that never saw it under the old master cannot tell it from an app named `orphan.2`.
     fresh = make_check('orphan')
     run(fresh, aggregator, dd_run_check)
@@ -318,4 +329,295 @@ def test_steady_state_runs_read_no_titles(gunicorn_server, monkeypatch):
     for now in (1, 2):
         assert len(finder.run(now=now).workers) == 2
 
-    assert reads == []
+    # Only this server's: a master started meanwhile by anything else on the machine is read once.
+    assert [pid for pid in reads if pid in server.started] == []
+
+
+# New masters, found without a full scan.
+
+
+@pytest.fixture
+def unstarted_server(tmp_path):
+    """GunicornServer objects to adjust before start(); all are stopped at the end."""
+    servers = []
+
+    def make(**options):
+        servers.append(GunicornServer(tmp_path, **options))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def next_pids_after():
+    """Sets where this pid namespace goes on numbering from, as when numbering wraps around
+    pid_max or many pids are given out between two runs."""
+
+    def set_last_pid(pid):
+        try:
+            NS_LAST_PID.write_text(str(pid))
+        except PermissionError:
+            pytest.skip('setting ns_last_pid needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE')
+
+    return set_last_pid
+
+
+def in_pid_namespace_of(server, pid, first_pid=None):
+    """`server`, made to start in the pid namespace of `pid`; with `first_pid`, numbered from there."""
+    setup = 'exec "$@"' if first_pid is None else f'echo {first_pid} > /proc/sys/kernel/ns_last_pid && exec "$@"'
+    server.command = ['nsenter', f'--target={pid}', '--pid', '--mount', '--', 'sh', '-c', setup, 'sh', *server.command]
+    server.own_pid_namespace = True  # nsenter forks the master: its only child
+    return server
+
+
+def test_the_full_scan_comes_back_hourly(count_scans):
+    finder = Discovery('hourly', rescan_interval=60)
+
+    for now in (0, 15, 3599, 3600):
+        finder.run(now=now)
+
+    assert count_scans == [0, 3600]
+
+
+GATED_APP = """
+import os, time
+
+here = os.path.dirname(os.path.abspath(__file__))
+open(os.path.join(here, 'loading'), 'w').close()
+while not os.path.exists(os.path.join(here, 'loaded')):
+    time.sleep(0.05)
+
+from sample import application
+"""
+
+
+def test_a_master_still_loading_its_app_at_the_first_run_is_found_once_titled(gunicorn_server, tmp_path, count_scans):
+    # With --preload, gunicorn loads the app before it titles the master.
+    (tmp_path / 'gated.py').write_text(GATED_APP)
+    server = gunicorn_server(
+        name='preloaded',
+        workers=1,
+        app='gated:application',
+        args=['--preload', '--pythonpath', str(tmp_path)],
+        wait=False,
+    )
+    wait_until(lambda: (tmp_path / 'loading').exists(), what='gunicorn loading the app')
+    finder = Discovery('preloaded', rescan_interval=60)
+    assert finder.run(now=0).masters == []
+    assert procfs.read_comm(server.master_pid) == sys.executable[:15]  # as setproctitle, imported, made it
+
+    (tmp_path / 'loaded').touch()
+    server.wait_ready()
+    snapshot = finder.run(now=15)
+
+    assert [m.pid for m in snapshot.masters] == [server.master_pid]
+    assert len(snapshot.workers) == 1
+    assert len(count_scans) == 1
+
+
+def test_a_script_that_execs_gunicorn_after_some_work_is_found_at_the_next_run(unstarted_server, tmp_path, count_scans):
+    finder = Discovery('scripted', rescan_interval=60)
+    finder.run(now=0)
+    server = unstarted_server(name='scripted', workers=1)
+    gate = tmp_path / 'go'
+    # As an entrypoint script: some work first (here, waiting for the gate), then exec gunicorn.
+    server.command = ['sh', '-c', 'while [ ! -e "$0" ]; do sleep 0.05; done; exec "$@"', str(gate), *server.command]
+    server.start(wait=False)
+    assert finder.run(now=15).masters == []
+    assert procfs.read_comm(server.master_pid) == 'sh'
+
+    gate.touch()
+    server.wait_ready()
+    snapshot = finder.run(now=30)
+
+    assert [m.pid for m in snapshot.masters] == [server.master_pid]
+    assert len(count_scans) == 1
+
+
+THREADED_MASTER = """
+import sys, threading
+from setproctitle import setproctitle
+
+def wait():
+    # Named after the process: as a thread started after setproctitle is, whatever Python names it.
+    with open(f'/proc/self/task/{threading.get_native_id()}/comm', 'w') as comm:
+        comm.write('gunicorn: maste')
+    print(threading.get_native_id(), flush=True)
+    sys.stdin.read()
+
+setproctitle('gunicorn: master [threaded]')
+thread = threading.Thread(target=wait)
+thread.start()
+thread.join()
+"""
+
+
+def test_a_thread_of_a_master_is_not_another_master(count_scans):
+    finder = Discovery('threaded', rescan_interval=60)
+    finder.run(now=0)
+    master = subprocess.Popen([sys.executable, '-c', THREADED_MASTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        thread_id = int(master.stdout.readline())
+        snapshot = finder.run(now=15)
+        assert procfs.read_task(thread_id).comm == 'gunicorn: maste'
+    finally:
+        master.stdin.close()
+        master.wait(timeout=10)
+        master.stdout.close()
+
+    assert [m.pid for m in snapshot.masters] == [master.pid]
+    assert len(count_scans) == 1
+
+
+@pytest.mark.parametrize('numbering', ['wrapped around', 'jumped ahead'])
+def test_a_new_master_is_found_at_the_next_run_however_far_numbering_went(
+    gunicorn_server, next_pids_after, count_scans, numbering
+):
+    name = numbering.replace(' ', '-')
+    first = gunicorn_server(name=name, workers=1)
+    next_pids_after(PID_MAX // 2)  # room on both sides
+    finder = Discovery(name, rescan_interval=60)
+    finder.run(now=0)
+    before = finder.counter
+    next_pids_after(300 if numbering == 'wrapped around' else before + RANGE_LIMIT + 100)
+
+    second = gunicorn_server(name=name, workers=2)
+    snapshot = finder.run(now=15)
+
+    if numbering == 'wrapped around':
+        assert second.master_pid < before
+    else:
+        assert second.master_pid > before + RANGE_LIMIT
+    assert sorted(m.pid for m in snapshot.masters) == sorted([first.master_pid, second.master_pid])
+    assert len(snapshot.workers) == 3
+    assert len(count_scans) == 1
+
+
+def namespace_root(server):
+    """The /proc of the pid namespace `server` runs in, as a containerized Agent reads the host's
+    at /host/proc: a procfs of a pid namespace other than its own."""
+    return f'/proc/{server.master_pid}/root/proc'
+
+
+def test_a_new_master_in_another_pid_namespace_is_found_at_the_next_run(gunicorn_server, unstarted_server, count_scans):
+    first = gunicorn_server(name='elsewhere', workers=1, own_pid_namespace=True)
+    finder = Discovery('elsewhere', rescan_interval=60, root=namespace_root(first))
+    assert not finder.own_namespace
+    assert [m.pid for m in finder.run(now=0).masters] == [1]
+
+    in_pid_namespace_of(unstarted_server(name='elsewhere', workers=2), first.master_pid).start()
+    snapshot = finder.run(now=15)
+
+    assert sorted(len(tree.workers) for tree in snapshot.trees) == [1, 2]
+    assert len(count_scans) == 1
+
+
+def test_in_another_pid_namespace_numbering_started_again_brings_a_full_scan(
+    gunicorn_server, unstarted_server, count_scans
+):
+    first = gunicorn_server(name='renumbered', workers=1, own_pid_namespace=True)
+    # A process numbered high in that namespace, so that numbering can start again below it.
+    high = in_pid_namespace_of(unstarted_server(name='renumbered-high', workers=1), first.master_pid, first_pid=5000)
+    high.start()
+    finder = Discovery('renumbered', rescan_interval=60, root=namespace_root(first))
+    finder.run(now=0)
+    assert max(finder.listed) > 5000
+
+    second = in_pid_namespace_of(unstarted_server(name='renumbered', workers=2), first.master_pid, first_pid=100)
+    second.start()
+    snapshot = finder.run(now=15)
+
+    assert sorted(len(tree.workers) for tree in snapshot.trees) == [1, 2]
+    assert count_scans == [0, 15]
+
+
+@pytest.mark.skipif(cgroups_writable() is not None, reason=f'{cgroups_writable()}')
+def test_new_masters_in_pods_are_scoped_and_know_their_container(pods, count_scans):  # noqa: F811
+    first = pods('podded', workers=1)
+    scoped, everywhere = Discovery('podded', 60, pod_uid=first.uid), Discovery('podded', 60)
+    scoped.run(now=0)
+    everywhere.run(now=0)
+
+    second = pods('podded', workers=2)
+
+    assert [tree.container for tree in scoped.run(now=15).trees] == [Container(first.container_id, first.uid)]
+    assert {tree.container for tree in everywhere.run(now=15).trees} == {
+        Container(first.container_id, first.uid),
+        Container(second.container_id, second.uid),
+    }
+    assert len(count_scans) == 2  # the first run of each
+
+
+# Bounds: what is kept between runs, and what brings a full scan.
+
+
+def test_a_new_process_is_watched_for_rescan_interval_or_until_it_exits():
+    finder = Discovery('patient', rescan_interval=60)
+    finder.run(now=0)
+    short, long = subprocess.Popen(['sleep', '60']), subprocess.Popen(['sleep', '60'])
+    try:
+        finder.run(now=15)
+        assert {short.pid: 75, long.pid: 75}.items() <= finder.watched.items()
+        short.kill()
+        short.wait()
+        finder.run(now=74)
+        assert short.pid not in finder.watched and long.pid in finder.watched
+        finder.run(now=75)
+        assert long.pid not in finder.watched
+    finally:
+        for sleeper in (short, long):
+            sleeper.kill()
+            sleeper.wait()
+
+
+def test_more_new_processes_than_can_be_watched_bring_a_full_scan_once_they_had_the_time(monkeypatch, count_scans):
+    finder = Discovery('crowded', rescan_interval=60)
+    finder.run(now=0)
+    monkeypatch.setattr(discovery, 'WATCH_LIMIT', 2)
+    sleepers = [subprocess.Popen(['sleep', '60']) for _ in range(3)]
+    try:
+        finder.run(now=15)
+        assert not {sleeper.pid for sleeper in sleepers} <= finder.watched.keys()
+        finder.run(now=74)
+        assert count_scans == [0]
+        finder.run(now=75)
+        assert count_scans == [0, 75]
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+
+
+def test_without_a_count_of_new_processes_every_run_scans_in_full(tmp_path, count_scans):
+    # A /proc with neither loadavg nor stat: nothing tells which processes are new.
+    finder = Discovery('uncounted', rescan_interval=60, root=str(tmp_path))
+
+    for now in (0, 15):
+        assert finder.run(now=now).masters == []
+
+    assert count_scans == [0, 15]
+
+
+def test_a_master_whose_stat_cannot_be_read_is_a_warning_and_still_followed(gunicorn_server, monkeypatch, count_scans):
+    server = gunicorn_server(name='unreadable', workers=1)
+    finder = Discovery('unreadable', rescan_interval=60)
+    finder.run(now=0)
+    real = procfs.StatReader.read_stat
+
+    def garbling(self, pid):
+        if pid == server.master_pid:
+            raise procfs.ProcfsError(f'/proc/{pid}/stat', 'too few fields after comm')
+        return real(self, pid)
+
+    monkeypatch.setattr(procfs.StatReader, 'read_stat', garbling)
+    snapshot = finder.run(now=15)
+    assert snapshot.masters == []
+    assert snapshot.problems == [
+        f'Cannot read gunicorn master {server.master_pid}: /proc/{server.master_pid}/stat: too few fields after comm'
+    ]
+
+    monkeypatch.setattr(procfs.StatReader, 'read_stat', real)
+    assert [m.pid for m in finder.run(now=30).masters] == [server.master_pid]
+    assert len(count_scans) == 1

@@ -1,9 +1,19 @@
 """Which gunicorn masters of one app are running, and which of their children are HTTP workers.
 
-A master is found by its title, `gunicorn: master [NAME]`, in a scan of the process
-table. It is remembered (pid and start time) so that later runs read only that master
-and its children; the table is scanned again when a remembered master is gone, when
-none is known, and every `rescan_interval` seconds to find new masters.
+A master is found by its title, `gunicorn: master [NAME]`, and remembered (pid and start time),
+so that a run reads only the masters it knows and their children. New masters are looked for
+among the processes started since the previous run, which the kernel's counters tell apart:
+- in the Agent's own pid namespace, /proc/loadavg names the last pid given out, and pids are
+  given in turn: the new ones lie after the previous run's last pid, up to this one's (past
+  pid_max, numbering starts again from the bottom);
+- for a /proc of another pid namespace (a containerized Agent reading the host's), the kernel
+  only counts forks: when the count moved, /proc is listed, and the pids not listed before are new.
+Each new process is read once. gunicorn titles its master a moment after it starts (after
+loading the app, with --preload), and a script may exec gunicorn after some work of its own,
+so a new process not yet titled is read again at every run for `rescan_interval` seconds.
+A full scan of the table (every process's 15-character comm) finds the masters running at the
+first run, and is repeated hourly for what the counters cannot show: a process titled later
+than that, or a pid given again after a whole round of the numbers between two runs.
 
 Only a master's children are its workers, and only one master may be found under another:
 the one USR2 starts, titled `master [NAME.2]` under `master [NAME]`. A top-level
@@ -12,6 +22,7 @@ successor: between the old master's exit and its own retitling (one gunicorn loo
 promoted master is a top-level `master [NAME.2]` that serves the app.
 """
 
+import time
 from typing import NamedTuple
 
 import psutil
@@ -20,11 +31,26 @@ from . import containers, procfs
 
 # /proc/PID/comm keeps 15 characters of the title: a cheap filter before reading cmdline.
 MASTER_COMM = 'gunicorn: maste'
+GUNICORN_TITLE_PREFIX = 'gunicorn: '
 MASTER_TITLE = 'gunicorn: master [{}]'
 MASTER_TITLE_PREFIX = 'gunicorn: master ['
 WORKER_TITLE_PREFIX = 'gunicorn: worker ['
 # gunicorn names the master started by USR2 after the old one's proc_name plus this suffix.
 UPGRADE_SUFFIX = '.2'
+# What a process may show as comm before it is titled a gunicorn master: its interpreter's name
+# or its script's (`gunicorn`, as the comm of every titled gunicorn process starts); the first
+# 15 characters of its command line, a path, once gunicorn imported setproctitle (seen: gunicorn
+# 27 with --preload, `/venv/bin/pytho`); a shell's, that may exec gunicorn.
+BEFORE_TITLE_COMMS = ('python', 'pypy', 'gunicorn', '/', 'sh', 'bash', 'dash')
+
+# The safety net. At 2,000 processes a full scan costs about 15 ms: hourly, about 0.06 ms a
+# 15-second run, where every 60 s it would be 4 ms, some twenty times a steady run.
+FULL_SCAN_INTERVAL = 3600.0
+# More new pids than this since the previous run: listing /proc (about 1 us a process) costs
+# less than reading the stat of every new pid (about 4 us for a pid no longer in use, 13 for one in use).
+RANGE_LIMIT = 400
+# New processes read again at every run while they may still become masters (about 7 us each).
+WATCH_LIMIT = 256
 
 WORKER = 'worker'
 USR2_MASTER = 'USR2 master'
@@ -81,7 +107,7 @@ class Snapshot(NamedTuple):
 
 
 class Known(NamedTuple):
-    """A top-level master the last scan found."""
+    """A top-level master being followed from run to run."""
 
     start_ticks: int
     app: str
@@ -106,7 +132,7 @@ def classify_child(title, usr2_title):
         return USR2_MASTER
     if title.startswith(MASTER_TITLE_PREFIX):
         return None  # a fresh fork still showing its master's title, or the master of another app
-    if title.startswith('gunicorn: '):
+    if title.startswith(GUNICORN_TITLE_PREFIX):
         return OTHER
     return None  # exec'ing: its command line until gunicorn titles it
 
@@ -118,50 +144,178 @@ class Discovery:
     def __init__(self, proc_name, rescan_interval, root='/proc', pod_uid=None):
         self.proc_name = proc_name
         self.pod_uid = pod_uid
-        self.rescan_interval = rescan_interval
+        self.rescan_interval = rescan_interval  # how long a new process is watched for a master's title
         self.root = root
+        # The kernel numbers the last pid for the reader's namespace only: for another, it counts forks.
+        self.own_namespace = procfs.shows_own_pid_namespace(root)
 
         # State kept between runs.
-        self.masters = {}  # pid -> Known, of the top-level masters the last scan found
-        self.last_scan = None  # monotonic time of that scan
+        self.masters = {}  # pid -> Known, of the top-level masters followed
         self.final_kinds = {}  # Proc.key -> kind, of the children whose kind is in FINAL_KINDS
         self.successors = set()  # Proc.key of the USR2 masters seen under a master of the app
         self.children_files = True  # False once the kernel turns out to lack /proc/PID/task/*/children
+        self.stats = procfs.StatReader(root)  # the /proc/PID/stat of the masters and their children
+        self.next_full_scan = None  # monotonic time the next full scan is due; None before the first
+        self.counter = None  # last pid, or fork count for another namespace, at the last look; None: unreadable
+        self.listed = set()  # pids of the last listing of /proc, for another namespace only
+        self.watched = {}  # pid -> monotonic time until which a new process not titled yet is read again
 
     def run(self, now):
         """Snapshot of the app's masters and workers; `now` is time.monotonic()."""
-        if not self.masters or self.last_scan is None or now - self.last_scan >= self.rescan_interval:
-            self.scan(now)
-        snapshot = self._walk()
-        if snapshot is None:  # a remembered master is gone: a USR2 successor or a restart may have replaced it
-            self.scan(now)
-            snapshot = self._walk() or Snapshot([], [])
-        return snapshot
+        new_pids = None
+        if self.next_full_scan is not None and now < self.next_full_scan:
+            new_pids = self._new_pids()
+        if new_pids is None:
+            self.full_scan(now)
+            new_pids = ()
+        trees, problems, seen = [], [], set()
+        self._walk(self.masters, trees, problems, seen)
+        followed = {*self.masters, *(master.pid for tree in trees for master in tree.masters)}
+        new = self._top_level(self._newcomers(new_pids, trees, now), followed)
+        self._walk(new, trees, problems, seen)
+        self.masters.update(new)
+        # Forget children that are gone, so the map does not grow with every recycled worker.
+        self.final_kinds = {key: kind for key, kind in self.final_kinds.items() if key in seen}
+        self.successors = {master.key for tree in trees for master in tree.masters} & self.successors
+        self.stats.sweep()
+        return Snapshot(trees, problems)
 
-    def scan(self, now):
-        """Read the whole process table for masters titled after the app, in scope."""
+    def full_scan(self, now):
+        """Read every process's comm, for masters titled after the app, in scope; and watch the
+        young processes whose comm says they may still become one (a master loading its app)."""
+        self.counter = self._counter()  # first: a process started during the scan is new at the next run
+        if not self.own_namespace:
+            self.listed = set(procfs.list_pids(self.root))
+        comms = procfs.find_comms((MASTER_COMM, *BEFORE_TITLE_COMMS), self.root)
+        found, untitled = {}, []
+        for pid, comm in comms.items():
+            if comm == MASTER_COMM:
+                self._examine(pid, found)
+            elif not comm.startswith(GUNICORN_TITLE_PREFIX):
+                untitled.append(pid)
+        self.masters = self._top_level(found, set())
+        self.next_full_scan = now + FULL_SCAN_INTERVAL
+        self._watch_young(untitled, now)
+
+    def _counter(self):
+        try:
+            return procfs.read_last_pid(self.root) if self.own_namespace else procfs.read_fork_count(self.root)
+        except procfs.ProcfsError:
+            return None  # then every run scans in full, as nothing tells which processes are new
+
+    def _new_pids(self):
+        """The pids given out since the previous look; None when the counters cannot tell them."""
+        counter = self._counter()
+        previous, self.counter = self.counter, counter
+        if counter is None or previous is None:
+            return None
+        if counter == previous:
+            return ()
+        return self._pids_after(previous, counter) if self.own_namespace else self._unlisted_pids()
+
+    def _pids_after(self, previous, last):
+        """The pids after `previous` up to `last`, in the Agent's own pid namespace."""
+        if previous < last <= previous + RANGE_LIMIT:
+            return range(previous + 1, last + 1)  # threads' ids among them
+        pids = procfs.list_pids(self.root)
+        if previous < last:
+            return [pid for pid in pids if previous < pid <= last]
+        # Numbering went past pid_max and started again from the bottom.
+        return [pid for pid in pids if pid > previous or pid <= last]
+
+    def _unlisted_pids(self):
+        """The pids listed now and not at the previous listing, for a /proc of another pid
+        namespace; None when one of them is below the highest listed then: numbering went past
+        pid_max and started again, and may have given a pid listed then to a new process."""
+        pids = set(procfs.list_pids(self.root))
+        new = pids - self.listed
+        wrapped = bool(new and self.listed) and min(new) < max(self.listed)
+        self.listed = pids
+        return None if wrapped else new
+
+    def _newcomers(self, new_pids, trees, now):
+        """pid -> (Stat, app, container) of the masters of ours in scope that are new to this run:
+        USR2 masters whose old master is gone, watched processes now titled, and new processes."""
         found = {}
-        for proc in psutil.process_iter(['name']):
-            if not (proc.info['name'] or '').startswith(MASTER_COMM):
-                continue
+        walked = {master.key for tree in trees for master in tree.masters}
+        for key in self.successors - walked:
+            self._examine(key[0], found)
+        self._read_watched(now, found)
+        for pid in new_pids:
+            if pid not in self.masters:  # one the full scan found after reading the counter
+                self._probe(pid, now, found)
+        return found
+
+    def _probe(self, pid, now, found):
+        """Look at a pid given out since the previous run: a master, or watched until titled."""
+        try:
+            task = procfs.read_task(pid, self.root)
+        except (psutil.Error, procfs.ProcfsError):
+            return  # already gone, or not readable: nothing to follow
+        if task.thread or task.stat.state in procfs.DEAD_STATES:
+            return
+        if task.comm == MASTER_COMM:
+            self._examine(pid, found, task.stat)
+        elif not task.comm.startswith(GUNICORN_TITLE_PREFIX):  # a worker or arbiter stays one
+            self._watch(pid, now + self.rescan_interval)
+
+    def _read_watched(self, now, found):
+        """Read each watched process's comm again; stop watching it once titled, gone or old."""
+        for pid, until in list(self.watched.items()):
             try:
-                title = procfs.read_title(proc.pid, self.root)
-                stat = procfs.read_stat(proc.pid, self.root)
-                app = self._app(title, (proc.pid, stat.start_ticks))
-                if app is None or stat.state in procfs.DEAD_STATES:
-                    continue
-                container = containers.container_of(proc.pid, self.root)
+                comm = procfs.read_comm(pid, self.root) if now < until else None
             except (psutil.Error, procfs.ProcfsError):
-                continue  # gone, hidden or garbled: the next scan looks again
-            if self.pod_uid is None or (container is not None and container.pod_uid == self.pod_uid):
-                found[proc.pid] = (stat, app, container)
-        # A fresh fork shows its master's title until it sets its own.
-        self.masters = {
+                comm = None  # gone
+            if comm is not None and comm != MASTER_COMM:
+                continue  # not titled yet: read again at the next run
+            del self.watched[pid]
+            if comm == MASTER_COMM:
+                self._examine(pid, found)
+
+    def _watch_young(self, pids, now):
+        """Watch those of `pids` started less than `rescan_interval` ago, for the rest of that time."""
+        uptime = time.clock_gettime(time.CLOCK_BOOTTIME)  # the clock of start_ticks
+        for pid in pids:
+            try:
+                age = uptime - procfs.read_stat(pid, self.root).start_ticks / procfs.CLOCK_TICKS
+            except (psutil.Error, procfs.ProcfsError):
+                continue
+            if age < self.rescan_interval:
+                self._watch(pid, now + self.rescan_interval - age)
+
+    def _watch(self, pid, until):
+        if pid in self.watched or len(self.watched) < WATCH_LIMIT:
+            self.watched[pid] = until
+        else:
+            # Too many to read at every run: a full scan finds what they became, once they had the time.
+            self.next_full_scan = min(self.next_full_scan, until)
+
+    def _examine(self, pid, found, stat=None):
+        """Adds pid's (Stat, app, container) to `found` if it is a master of ours, in scope."""
+        try:
+            title = procfs.read_title(pid, self.root)
+            if stat is None:
+                stat = procfs.read_stat(pid, self.root)
+            app = self._app(title, (pid, stat.start_ticks))
+            if app is None or stat.state in procfs.DEAD_STATES:
+                return
+            container = containers.container_of(pid, self.root)
+        except (psutil.Error, procfs.ProcfsError):
+            return  # gone, hidden or garbled: the next full scan looks again
+        if self.pod_uid is None or (container is not None and container.pod_uid == self.pod_uid):
+            found[pid] = (stat, app, container)
+
+    @staticmethod
+    def _top_level(found, followed):
+        """Known of each master in `found` whose parent is neither in `found` nor a master
+        `followed`: a fresh fork shows its master's title until it sets its own, and a USR2
+        master is walked under its old one."""
+        parents = set(found) | followed
+        return {
             pid: Known(stat.start_ticks, app, container)
             for pid, (stat, app, container) in found.items()
-            if stat.ppid not in found
+            if stat.ppid not in parents
         }
-        self.last_scan = now
 
     def _app(self, title, key):
         """The app a master's title names, if it is one of ours; None otherwise. A top-level
@@ -173,24 +327,24 @@ class Discovery:
             app = app[: -len(UPGRADE_SUFFIX)]
         return app if self.proc_name is None or app == self.proc_name else None
 
-    def _walk(self):
-        trees, problems = [], []
-        seen = set()
-        for pid, known in self.masters.items():
+    def _walk(self, masters, trees, problems, seen):
+        """Adds the Tree of each of `masters` (pid -> Known) to `trees`; drops those gone."""
+        for pid, known in list(masters.items()):
             try:
-                stat = procfs.read_stat(pid, self.root)
-            except (psutil.Error, procfs.ProcfsError):
-                return None
-            if stat.start_ticks != known.start_ticks or stat.state in procfs.DEAD_STATES:
-                return None
-            masters, workers = [], []
+                stat = self.stats.read_stat(pid)
+            except psutil.NoSuchProcess:
+                stat = None
+            except (psutil.AccessDenied, procfs.ProcfsError) as e:
+                # Still followed: nothing says it stopped, and no full scan may come for an hour.
+                problems.append(f'Cannot read gunicorn master {pid}: {procfs.describe(e)}')
+                continue
+            if stat is None or stat.start_ticks != known.start_ticks or stat.state in procfs.DEAD_STATES:
+                del masters[pid]  # its USR2 master, if any, is found again at this run: see _newcomers
+                continue
+            tree_masters, workers = [], []
             usr2_title = MASTER_TITLE.format(known.app + UPGRADE_SUFFIX)
-            self._collect(Proc(pid, stat), usr2_title, masters, workers, problems, seen)
-            trees.append(Tree(known.app, known.container, masters, workers))
-        # Forget children that are gone, so the map does not grow with every recycled worker.
-        self.final_kinds = {key: kind for key, kind in self.final_kinds.items() if key in seen}
-        self.successors = {master.key for tree in trees for master in tree.masters} & self.successors
-        return Snapshot(trees, problems)
+            self._collect(Proc(pid, stat), usr2_title, tree_masters, workers, problems, seen)
+            trees.append(Tree(known.app, known.container, tree_masters, workers))
 
     def _collect(self, master, usr2_title, masters, workers, problems, seen):
         masters.append(master)
@@ -203,7 +357,7 @@ class Discovery:
             return
         for pid in children:
             try:
-                child = Proc(pid, procfs.read_stat(pid, self.root))
+                child = Proc(pid, self.stats.read_stat(pid))
             except psutil.NoSuchProcess:
                 continue
             except (psutil.AccessDenied, procfs.ProcfsError) as e:
