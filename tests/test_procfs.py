@@ -11,6 +11,7 @@ import pytest
 
 from datadog_checks.gunicorn import procfs, sockdiag
 
+from .server import wait_until
 from .unprivileged import run_as_nobody
 
 # /proc/PID/stat of a gunicorn worker, captured here; comm holds a space and is cut at 15 characters.
@@ -387,6 +388,26 @@ def test_stat_reader_follows_a_real_process_until_it_is_reaped():
     with pytest.raises(psutil.NoSuchProcess):
         reader.read_stat(child.pid)
     assert len(reader.fds) == 0
+
+
+def test_comm_reader_follows_its_process_through_exec_on_one_kept_fd():
+    child = psutil.Popen(['sh', '-c', 'read line; exec sleep 60'], stdin=subprocess.PIPE)
+    reader = procfs.CommReader()
+    try:
+        assert reader.read_comm(child.pid) == 'sh'
+        kept = dict(reader.fds)
+        child.stdin.write(b'\n')
+        child.stdin.flush()
+        wait_until(lambda: procfs.read_comm(child.pid) == 'sleep', what='sh to exec sleep')
+        assert reader.read_comm(child.pid) == 'sleep'
+        assert reader.fds == kept
+    finally:
+        stop_child(child)
+        child.stdin.close()
+
+    with pytest.raises(psutil.NoSuchProcess):
+        reader.read_comm(child.pid)
+    assert reader.fds == {}
 
 
 def test_stat_reader_reopens_the_pid_after_esrch(tmp_path, monkeypatch):
