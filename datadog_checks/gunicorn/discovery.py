@@ -49,7 +49,7 @@ FULL_SCAN_INTERVAL = 3600.0
 # More new pids than this since the previous run: listing /proc (about 1 us a process) costs
 # less than reading the stat of every new pid (about 4 us for a pid no longer in use, 13 for one in use).
 RANGE_LIMIT = 400
-# New processes read again at every run while they may still become masters (about 7 us each).
+# New processes read again at every run while they may still become masters (about 1 us each).
 WATCH_LIMIT = 256
 
 WORKER = 'worker'
@@ -159,6 +159,7 @@ class Discovery:
         self.counter = None  # last pid, or fork count for another namespace, at the last look; None: unreadable
         self.listed = set()  # pids of the last listing of /proc, for another namespace only
         self.watched = {}  # pid -> monotonic time until which a new process not titled yet is read again
+        self.comms = procfs.CommReader(root)  # the /proc/PID/comm of the watched processes
 
     def run(self, now):
         """Snapshot of the app's masters and workers; `now` is time.monotonic()."""
@@ -178,6 +179,7 @@ class Discovery:
         self.final_kinds = {key: kind for key, kind in self.final_kinds.items() if key in seen}
         self.successors = {master.key for tree in trees for master in tree.masters} & self.successors
         self.stats.sweep()
+        self.comms.sweep()
         return Snapshot(trees, problems)
 
     def full_scan(self, now):
@@ -263,7 +265,7 @@ class Discovery:
         """Read each watched process's comm again; stop watching it once titled, gone or old."""
         for pid, until in list(self.watched.items()):
             try:
-                comm = procfs.read_comm(pid, self.root) if now < until else None
+                comm = self.comms.read_comm(pid) if now < until else None
             except (psutil.Error, procfs.ProcfsError):
                 comm = None  # gone
             if comm is not None and comm != MASTER_COMM:
