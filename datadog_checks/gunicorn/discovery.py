@@ -13,7 +13,9 @@ loading the app, with --preload), and a script may exec gunicorn after some work
 so a new process not yet titled is read again at every run for `rescan_interval` seconds.
 A full scan of the table (every process's 15-character comm) finds the masters running at the
 first run, and is repeated hourly for what the counters cannot show: a process titled later
-than that, or a pid given again after a whole round of the numbers between two runs.
+than that, or a pid given again after a whole round of the numbers between two runs. It comes
+sooner when they cannot tell which pids are new (unreadable, or another namespace's numbering
+started again), and when more new processes came than can be watched.
 
 Only a master's children are its workers, and only one master may be found under another:
 the one USR2 starts, titled `master [NAME.2]` under `master [NAME]`. A top-level
@@ -38,9 +40,9 @@ WORKER_TITLE_PREFIX = 'gunicorn: worker ['
 # gunicorn names the master started by USR2 after the old one's proc_name plus this suffix.
 UPGRADE_SUFFIX = '.2'
 # What a process may show as comm before it is titled a gunicorn master: its interpreter's name
-# or its script's (`gunicorn`, as the comm of every titled gunicorn process starts); the first
-# 15 characters of its command line, a path, once gunicorn imported setproctitle (seen: gunicorn
-# 27 with --preload, `/venv/bin/pytho`); a shell's, that may exec gunicorn.
+# or its script's (`gunicorn`, as the comm of every titled gunicorn process starts); once
+# gunicorn imported setproctitle, the first 15 characters of the interpreter's path (seen with
+# gunicorn 27.0.1 loading an app under --preload); a shell's, that may exec gunicorn.
 BEFORE_TITLE_COMMS = ('python', 'pypy', 'gunicorn', '/', 'sh', 'bash', 'dash')
 
 # The safety net. At 2,000 processes a full scan costs about 15 ms: hourly, about 0.06 ms a
