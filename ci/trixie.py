@@ -42,7 +42,8 @@ CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
 HOST_FILES = (*NAME_FILES, CA_BUNDLE)
 PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 # Passed into the tree when set here; nothing else is (PIP_FIND_LINKS, for one, names a folder
-# of this machine that the tree does not have).
+# of this machine that the tree does not have). No PYTHONPYCACHEPREFIX: with it, Python skips the
+# bytecode pip compiled into the venvs, and every gunicorn the tests start compiles its imports.
 PASSED_THROUGH = ('CI', 'TERM', 'NO_COLOR', 'FORCE_COLOR', 'PYTEST_ADDOPTS', 'PYTHONDONTWRITEBYTECODE')
 
 # Runs in the new mount namespace, as root: mounts, then the tree becomes the root. Its arguments:
@@ -93,8 +94,6 @@ def environment(**extra):
         'PIP_CERT': '/etc/ssl/certs/ca-certificates.crt',
         'PIP_DISABLE_PIP_VERSION_CHECK': '1',
         'PYTHONUNBUFFERED': '1',
-        # 3.13 bytecode goes to the tree, not into the clone mounted at /project.
-        'PYTHONPYCACHEPREFIX': '/root/.cache/pycache',
         'DEBIAN_FRONTEND': 'noninteractive',
     }
     env.update({name: os.environ[name] for name in PASSED_THROUGH if name in os.environ})
