@@ -113,6 +113,23 @@ def base_floor():
     raise StepFailed('pyproject.toml must require `datadog-checks-base>=X` (one floor, no other bound)')
 
 
+BASE = 'datadog-checks-base'
+
+
+def dev_tools():
+    """requirements-dev.txt without its datadog-checks-base line: the test tools, and the pins of the
+    newest base's `deps` extra, which the floor's own pins then replace."""
+    lines = (ROOT / 'requirements-dev.txt').read_text().splitlines()
+    return [line for line in lines if not line.strip().startswith(BASE)]
+
+
+def floor_install_problems(pip_check_output):
+    """What `pip check` says of a venv with the floor base installed last, but for datadog-checks-dev
+    (a test tool) asking for a newer requests than bases before 37.35 pin (2.32.5)."""
+    lines = pip_check_output.splitlines()
+    return [line for line in lines if line and not line.startswith('datadog-checks-dev ')]
+
+
 def deps_extra():
     """The `deps` extra of pyproject.toml: what the Agent's environment provides beside the base."""
     return pyproject()['project']['optional-dependencies']['deps']

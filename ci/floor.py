@@ -18,9 +18,20 @@ import subprocess
 import sys
 import tempfile
 
-from .common import ROOT, StepFailed, base_floor, build_once, cache_dir, deps_extra, digest, run, say
-
-BASE = 'datadog-checks-base'
+from .common import (
+    BASE,
+    ROOT,
+    StepFailed,
+    base_floor,
+    build_once,
+    cache_dir,
+    deps_extra,
+    dev_tools,
+    digest,
+    floor_install_problems,
+    run,
+    say,
+)
 
 
 def venv_path():
@@ -29,25 +40,19 @@ def venv_path():
     return cache_dir() / f'venv-floor-{digest(base_floor(), requirements, *deps_extra(), *interpreter)}'
 
 
-def tools_only():
-    """requirements-dev.txt without its datadog-checks-base line."""
-    lines = (ROOT / 'requirements-dev.txt').read_text().splitlines()
-    return [line for line in lines if not line.strip().startswith(BASE)]
-
-
 def _build(venv):
     floor = base_floor()
     say(f'making the venv {venv}: the test tools, then {BASE} {floor} with its own pins')
     run([sys.executable, '-m', 'venv', venv])
     pip = [venv / 'bin' / 'python', '-m', 'pip', 'install', '--quiet', '--disable-pip-version-check']
     with tempfile.NamedTemporaryFile('w', suffix='.txt') as tools:
-        tools.write('\n'.join(tools_only()) + '\n')
+        tools.write('\n'.join(dev_tools()) + '\n')
         tools.flush()
         run([*pip, '-r', tools.name])
     # pip warns here that datadog-checks-dev wants a newer requests: checked just below.
     run([*pip, f'{BASE}[deps]=={floor}', *deps_extra()], stderr=subprocess.DEVNULL)
     check = subprocess.run([venv / 'bin' / 'python', '-m', 'pip', 'check'], capture_output=True, text=True)
-    unexpected = [line for line in check.stdout.splitlines() if line and not line.startswith('datadog-checks-dev ')]
+    unexpected = floor_install_problems(check.stdout)
     if unexpected:
         raise StepFailed('pip check in the floor venv:\n' + '\n'.join(unexpected))
 

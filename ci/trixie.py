@@ -3,9 +3,13 @@ debootstrap: this machine runs Debian bookworm, whose only Python 3 is 3.11.
 
     python3 -m ci.trixie [PYTEST ARGS]    # what `python3 dev.py test-py313` runs
 
+The suite runs there with the datadog-checks-base floor of pyproject.toml (the README's test
+command runs it on 3.11 with the newest base): CI's two suites cover both Pythons and both ends
+of the base range, which three suites in a row could not do well within CI's 15 minutes.
+
 The tree is cached in ${XDG_CACHE_HOME:-~/.cache}/datadog-gunicorn-tests/trixie-py313-KEY,
 the key hashing what goes into it, and the tests' venv is kept inside the tree (/opt/venvs),
-keyed by requirements-dev.txt and pyproject.toml's `deps` extra. The gunicorn releases'
+keyed by requirements-dev.txt, the floor and pyproject.toml's `deps` extra. The gunicorn releases'
 venvs that tests/releases.py builds go to the tree's own ~/.cache: they belong to its
 interpreter, and go with the tree when a new one replaces it.
 
@@ -23,7 +27,20 @@ import shutil
 import subprocess
 import sys
 
-from .common import ROOT, StepFailed, build_once, cache_dir, deps_extra, digest, run, say
+from .common import (
+    BASE,
+    ROOT,
+    StepFailed,
+    base_floor,
+    build_once,
+    cache_dir,
+    deps_extra,
+    dev_tools,
+    digest,
+    floor_install_problems,
+    run,
+    say,
+)
 
 SUITE = 'trixie'
 PYTHON = 'python3.13'
@@ -160,16 +177,27 @@ def ensure_tree():
     return tree
 
 
-def tree_venv(tree, kind, install, key, what):
+def tree_venv(tree, kind, installs, key, what, files=None, problems=None):
     """A venv named KIND in TREE (/opt/venvs/KIND-HASH, HASH of KEY: what decides its contents),
-    made with `pip install INSTALL`; returns its path as seen inside the tree."""
+    made with `pip install ARGS` for each ARGS of INSTALLS, one after the other ({venv} in them
+    stands for its path); FILES (name: text) are written into it first, for those to name.
+    PROBLEMS(pip check's output) tells which of its complaints count (all, by default).
+    Returns its path as seen inside the tree."""
     venv = f'/opt/venvs/{kind}-{digest(*key)}'
 
     def build(path):
         say(f'making the {PYTHON} venv {venv} in the tree for {what}')
         in_tree(tree, [PYTHON, '-m', 'venv', venv])
-        in_tree(tree, [f'{venv}/bin/python', '-m', 'pip', 'install', '--quiet', *install])
-        in_tree(tree, [f'{venv}/bin/python', '-m', 'pip', 'check'])
+        for name, text in (files or {}).items():
+            (path / name).write_text(text)
+        for install in installs:
+            arguments = [argument.replace('{venv}', venv) for argument in install]
+            in_tree(tree, [f'{venv}/bin/python', '-m', 'pip', 'install', '--quiet', *arguments])
+        check = in_tree(tree, [f'{venv}/bin/python', '-m', 'pip', 'check'], check=False, stdout=subprocess.PIPE)
+        output = check.stdout.decode()
+        found = (problems or str.splitlines)(output) if check.returncode else []
+        if found:
+            raise StepFailed(f'pip check in {venv}:\n' + '\n'.join(found))
 
     if not build_once(tree / venv.lstrip('/'), build):
         say(f'reusing the {PYTHON} venv {venv} in the tree for {what}')
@@ -177,11 +205,19 @@ def tree_venv(tree, kind, install, key, what):
 
 
 def ensure_venv(tree):
-    """The tests' venv inside TREE: requirements-dev.txt and the `deps` extra. The check itself is
-    not installed: /project is on PYTHONPATH, as an editable install would put it."""
-    install = ['-r', f'{PROJECT}/requirements-dev.txt', *deps_extra()]
-    key = [(ROOT / 'requirements-dev.txt').read_bytes(), *deps_extra()]
-    return tree_venv(tree, 'dev', install, key, 'the tests')
+    """The tests' venv inside TREE, on the datadog-checks-base floor: the test tools of
+    requirements-dev.txt, then the floor with its own pins (as ci/floor.py does on 3.11). The check
+    itself is not installed: /project is on PYTHONPATH, as an editable install would put it."""
+    floor = base_floor()
+    return tree_venv(
+        tree,
+        'floor',
+        [['-r', '{venv}/tools.txt'], [f'{BASE}[deps]=={floor}', *deps_extra()]],
+        [(ROOT / 'requirements-dev.txt').read_bytes(), floor, *deps_extra()],
+        f'the tests, with {BASE} {floor}',
+        files={'tools.txt': '\n'.join(dev_tools()) + '\n'},
+        problems=floor_install_problems,
+    )
 
 
 def build_release_venvs(tree, venv):
@@ -199,7 +235,7 @@ def prepare():
 
 def test(pytest_args=()):
     tree, venv = prepare()
-    say(f'the test suite on {PYTHON} from Debian {SUITE}')
+    say(f'the test suite on {PYTHON} from Debian {SUITE}, with {BASE} {base_floor()}')
     in_tree(tree, [f'{venv}/bin/python', '-m', 'pytest', *pytest_args], cwd=PROJECT, PYTHONPATH=PROJECT)
 
 

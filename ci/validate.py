@@ -107,7 +107,7 @@ def make_layout(folder):
 
 def ensure_ddev(tree):
     requirements = REQUIREMENTS.read_bytes()
-    return trixie.tree_venv(tree, 'ddev', ['-r', '/project/ci/requirements-ddev.txt'], [requirements], 'ddev')
+    return trixie.tree_venv(tree, 'ddev', [['-r', '/project/ci/requirements-ddev.txt']], [requirements], 'ddev')
 
 
 def validate():
