@@ -18,7 +18,7 @@ Every command in the tree runs in a mount namespace of its own, so the mounts it
 CA bundle) vanish with it, even when it is killed. It stays in the host's PID namespace: the
 suite has tests of what an Agent with the host's view sees (pods in PID namespaces of their
 own, kthreadd as pid 2), which a PID namespace of its own would hide.
-Needs root, as debootstrap, chroot and mount do.
+Needs root, as debootstrap, mount and pivot_root do.
 """
 
 import os
@@ -95,7 +95,7 @@ exec "$@"
 
 def require_root():
     if os.geteuid() != 0:
-        raise StepFailed('the CPython 3.13 run needs root (debootstrap, chroot and mount): run it as root')
+        raise StepFailed('the CPython 3.13 tree needs root (debootstrap, mount and pivot_root): run this as root')
 
 
 def tree_path():
