@@ -525,6 +525,8 @@ def test_listeners_follow_a_hup_that_rebinds(gunicorn_server, make_check, dd_run
     }
 
     config.write_text(f'bind = ["127.0.0.1:{second}"]\n')
+    # Same size, same second: a __pycache__ entry of the first would pass for up to date.
+    os.utime(config, (time.time() + 5, time.time() + 5))
     server.bind = f'127.0.0.1:{second}'
     server.signal(signal.SIGHUP)
     wait_until(server.listening, what='the master listening on the new address')
