@@ -13,18 +13,20 @@ import socket
 import struct
 
 from datadog_checks.gunicorn import sockdiag
+from datadog_checks.gunicorn.procfs import TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN
+from datadog_checks.gunicorn.sockdiag import (
+    HEADER,
+    INET_DIAG_INFO,
+    INET_DIAG_REQ_BYTECODE,
+    NETLINK_SOCK_DIAG,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    REQUEST,
+    SOCK_DIAG_BY_FAMILY,
+)
 
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-HEADER = struct.Struct('=IHHII')
-REQUEST = struct.Struct('=BBBBI48x')
-TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_LISTEN = 1, 8, 10
-INET_DIAG_INFO = 2
-INET_DIAG_REQ_BYTECODE = 1
 SYS_PIDFD_GETFD = 438  # the same number on every architecture (Linux 5.6)
 # A dump message is at most 32 KiB (the kernel's netlink dump size); twice that always holds one.
 BUFFER_SIZE = 1 << 16
