@@ -690,3 +690,15 @@ def test_read_run_time_rejects_garbage(tmp_path, text):
 
     with pytest.raises(procfs.ProcfsError, match='schedstat'):
         procfs.read_run_time(8, root)
+
+
+def test_network_namespace_is_shared_within_one_and_errors_are_mapped():
+    child = subprocess.Popen(['sleep', '30'])
+    try:
+        assert procfs.network_namespace(child.pid) == procfs.network_namespace('self')
+    finally:
+        child.kill()
+        child.wait()
+
+    with pytest.raises(psutil.NoSuchProcess):
+        procfs.network_namespace(child.pid)

@@ -168,18 +168,18 @@ def diagnose_visibility(check):
 def diagnose_network_namespaces(check, snapshot):
     """May the Agent read tcp_info in the network namespace of each containerized master?
     Without it, kept-alive connections there count as work."""
-    own = os.stat('/proc/self/net/tcp').st_ino
+    own = procfs.network_namespace('self')
     refused = []
     for tree in snapshot.trees:
         pid = tree.masters[0].pid
         try:
-            if os.stat(f'{check.root}/{pid}/net/tcp').st_ino == own:
+            if procfs.network_namespace(pid, check.root) == own:
                 continue
             sockdiag.open_socket(f'{check.root}/{pid}/ns/net').close()
-        except FileNotFoundError:
+        except psutil.NoSuchProcess:
             continue
-        except (OSError, sockdiag.SockDiagUnavailable) as e:
-            refused.append(f'{pid} ({e})')
+        except (psutil.AccessDenied, procfs.ProcfsError, sockdiag.SockDiagUnavailable) as e:
+            refused.append(f'{pid} ({procfs.describe(e)})')
     if refused:
         check.diagnosis.fail(
             NETWORK_NAMESPACES,

@@ -334,6 +334,16 @@ def shows_own_pid_namespace(root='/proc'):
         return False
 
 
+def network_namespace(pid, root='/proc'):
+    """A number naming PID's network namespace: the inode of /proc/PID/net/tcp, which every
+    process of one namespace shares and any user may stat (unlike /proc/PID/ns/net)."""
+    path = f'{root}/{pid}/net/tcp'
+    try:
+        return os.stat(path).st_ino
+    except OSError as e:
+        raise _mapped(e, pid, path) from None
+
+
 def read_cgroup(pid, root='/proc'):
     """/proc/PID/cgroup: one `ID:CONTROLLERS:PATH` line per hierarchy (cgroup v1), or `0::PATH` (v2)."""
     return _read_text(root, pid, 'cgroup', whole=True)

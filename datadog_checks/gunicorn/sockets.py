@@ -17,7 +17,6 @@ tables in the master's network namespace. As Raindrops does for unicorn:
 """
 
 import ipaddress
-import os
 import socket
 from typing import NamedTuple
 
@@ -112,7 +111,7 @@ class Sockets:
         self.listening = {}  # inode of a listen socket a worker holds -> its Listener
         self.client_of = {}  # inode of another socket a worker holds -> Listener it was accepted from, or None
         self.netlink = True  # False once sock_diag was refused in the Agent's namespace: /proc/PID/net/tcp* stands in
-        self.own_namespace = None  # st_ino of /proc/self/net/tcp, which names the Agent's network namespace
+        self.own_namespace = None  # procfs.network_namespace of the Agent itself
         self.diag_sockets = {}  # network namespace -> sock_diag socket made in it, None where that was refused
 
     def sample(self, masters, held_inodes, held_complete):
@@ -241,11 +240,11 @@ class Sockets:
         namespaces = {}
         for master in masters:
             try:
-                namespace = os.stat(f'{self.root}/{master.pid}/net/tcp').st_ino
-            except (FileNotFoundError, ProcessLookupError):
+                namespace = procfs.network_namespace(master.pid, self.root)
+            except psutil.NoSuchProcess:
                 continue
-            except OSError as e:
-                problems.append(f'Cannot read the sockets of gunicorn master {master.pid}: {e.strerror or e}')
+            except (psutil.AccessDenied, procfs.ProcfsError) as e:
+                problems.append(f'Cannot read the sockets of gunicorn master {master.pid}: {procfs.describe(e)}')
                 continue
             if namespace not in namespaces.values():
                 namespaces[master.pid] = namespace
@@ -276,8 +275,7 @@ class Sockets:
         """The sock_diag socket kept for a network namespace, made at first use; None where
         sock_diag was refused there (another namespace needs the Agent to be root in it)."""
         if self.own_namespace is None:
-            # Every process of one network namespace shows the same /proc/PID/net/tcp entry.
-            self.own_namespace = os.stat('/proc/self/net/tcp').st_ino
+            self.own_namespace = procfs.network_namespace('self')
         if namespace == self.own_namespace and not self.netlink:
             return None
         if namespace not in self.diag_sockets:
