@@ -311,3 +311,17 @@ def test_an_agent_that_may_not_join_a_pods_network_namespace_is_told_what_it_cos
     assert found[NETWORK_NAMESPACES]['result'] == FAIL
     assert str(pod.server.master_pid) in found[NETWORK_NAMESPACES]['diagnosis']
     assert 'kept-alive connection' in found[NETWORK_NAMESPACES]['diagnosis']
+
+
+def test_a_pool_that_goes_away_closes_the_sockets_it_kept(pods, make_check, dd_run_check):
+    pod = pods('gone', workers=1)
+    check = make_check('gone')
+    dd_run_check(check)
+    (state,) = check.pools.values()
+    (kept,) = [sock for sock in state.sockets.diag_sockets.values() if sock is not None]
+
+    pod.server.stop()
+    dd_run_check(check)
+
+    assert check.pools == {}
+    assert kept.fileno() == -1  # closed at once, not left to the garbage collector

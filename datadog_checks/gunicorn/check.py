@@ -103,6 +103,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         for problem in snapshot.problems:
             self.report(problem)
         pools = snapshot.pools()
+        for key in self.pools.keys() - pools.keys():
+            self.pools[key].sockets.close()
         self.pools = {key: self.pools.get(key) or self.new_pool_state() for key in pools}
         if not pools:
             self.submit_absent()

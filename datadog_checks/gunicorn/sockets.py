@@ -288,6 +288,10 @@ class Sockets:
                     self.netlink = False
         return self.diag_sockets[namespace]
 
+    def close(self):
+        """Close the sock_diag sockets kept between runs: the pool they served is gone."""
+        self._close_diag_sockets(keep=set())
+
     def _close_diag_sockets(self, keep):
         for namespace in [ns for ns in self.diag_sockets if ns not in keep]:
             sock = self.diag_sockets.pop(namespace)
