@@ -365,20 +365,7 @@ class Report:
 
 def steady(report, app, args):
     report.scenario(1, '4 idle sync workers, steady, submissions included')
-    pids = [app.pid, *app.workers()]
-    ours, fresh, kept = Run(), floors.SteadyFloor(pids), floors.SteadyFloor(pids, kept=True)
-    try:
-        ours()
-        samples = side_by_side({'ours': ours, 'floor': fresh, 'floor, kept open': kept}, args.rounds)
-        bundled = side_by_side({'bundled': Run(BundledApproach)}, args.bundled_runs, warmup=1)['bundled']
-    finally:
-        fresh.close()
-        kept.close()
-    report.line('ours', samples['ours'])
-    report.line('floor: stat x5 + LISTEN dump', samples['floor'])
-    report.line('floor, kept open', samples['floor, kept open'])
-    report.line('bundled approach', bundled)
-    report.note(f'ours reported (working, idle) = {workers_reported(ours)}')
+    samples = idle_side_by_side(report, app, Run(), args.rounds, args.bundled_runs)
     median, floor = median_ms(samples['ours']), median_ms(samples['floor'])
     report.target(1, 'steady run, 4 idle workers <= 0.3 ms', median <= 0.3, f'{median:.3f} ms')
     report.target(1, 'steady run <= 3x its floor', median <= 3 * floor, f'{median / floor:.2f}x')
@@ -390,24 +377,31 @@ def many_workers(report, args):
     # An app of its own name: the 4 workers of the other app stay out of this one's runs.
     app = Gunicorn(64, name=MANY_NAME).wait_ready()
     try:
-        pids = [app.pid, *app.workers()]
-        ours, fresh, kept = Run(name=MANY_NAME), floors.SteadyFloor(pids), floors.SteadyFloor(pids, kept=True)
-        try:
-            ours()
-            samples = side_by_side({'ours': ours, 'floor': fresh, 'floor, kept open': kept}, args.rounds // 2)
-            bundled = side_by_side({'bundled': Run(BundledApproach)}, max(3, args.bundled_runs // 3), warmup=1)
-        finally:
-            fresh.close()
-            kept.close()
-        report.line('ours', samples['ours'])
-        report.line('floor: stat x65 + LISTEN dump', samples['floor'])
-        report.line('floor, kept open', samples['floor, kept open'])
-        report.line('bundled approach', bundled['bundled'])
-        report.note(f'ours reported (working, idle) = {workers_reported(ours)}')
+        samples = idle_side_by_side(report, app, Run(name=MANY_NAME), args.rounds // 2, max(3, args.bundled_runs // 3))
     finally:
         app.stop()
     median = median_ms(samples['ours'])
     report.target(2, 'steady run, 64 idle workers <= 2 ms', median <= 2.0, f'{median:.3f} ms')
+
+
+def idle_side_by_side(report, app, ours, rounds, bundled_runs):
+    """Steady runs of `ours` on the idle `app`, timed in turns with the floor (fresh opens and
+    files kept open) and beside the bundled approach; reported, and returned by contender."""
+    pids = [app.pid, *app.workers()]
+    fresh, kept = floors.SteadyFloor(pids), floors.SteadyFloor(pids, kept=True)
+    try:
+        ours()
+        samples = side_by_side({'ours': ours, 'floor': fresh, 'floor, kept open': kept}, rounds)
+        bundled = side_by_side({'bundled': Run(BundledApproach)}, bundled_runs, warmup=1)['bundled']
+    finally:
+        fresh.close()
+        kept.close()
+    report.line('ours', samples['ours'])
+    report.line(f'floor: stat x{len(pids)} + LISTEN dump', samples['floor'])
+    report.line('floor, kept open', samples['floor, kept open'])
+    report.line('bundled approach', bundled)
+    report.note(f'ours reported (working, idle) = {workers_reported(ours)}')
+    return samples
 
 
 def busy(report, app, args):
