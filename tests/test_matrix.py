@@ -15,7 +15,7 @@ from datadog_checks.base import AgentCheck
 from . import releases
 from .server import wait_until
 from .test_check import worker_counts
-from .test_saturation import close_all, gauge_now, hold_requests, serving
+from .test_saturation import close_all, hold_requests, serving
 
 
 def version(text):
@@ -52,29 +52,41 @@ def test_idle_workers_counted(release_server, make_check, dd_run_check, aggregat
     aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=[f'app:{server.name}'], count=1)
 
 
+def workers_holding_a_request(server):
+    """How many workers hold a client connection, as psutil sees it, independent of the check."""
+    return sum(1 for w in server.workers() if any(serving(c, server.port) for c in w.net_connections()))
+
+
 @matrix()
 def test_two_sleeping_and_one_spinning_request_take_three_workers_of_four(
-    release_server, worker_class, make_check, dd_run_check, aggregator
+    release, worker_class, release_server, make_check, dd_run_check, aggregator, tmp_path
 ):
-    # A gthread worker's main thread goes on accepting while its one thread serves; allowed one
-    # connection, it leaves the next to another worker, as sync and the blocking apps do.
-    args = ['--worker-connections', '1'] if worker_class == 'gthread' else []
+    args = []
+    if worker_class == 'gthread':
+        # A gthread worker's main thread goes on accepting while its thread serves; allowed one
+        # connection, it leaves the next to another worker. Not from 21.0 to 23.x: there a worker
+        # at its limit stops polling, also the connection it accepted last, which then waits for a
+        # request to end. There, threads enough to serve each request it may take at once.
+        one_at_a_time = not (21, 0) <= version(release) < (24, 0)
+        args = ['--worker-connections', '1'] if one_at_a_time else ['--threads', '8']
     # Async workers blocked in a request, and gthread's pool joining its thread, only exit when
     # the request ends: SIGKILL after a second rather than waiting for it.
     server = release_server(workers=4, args=args, stop_timeout=1)
     held = []
     try:
-        for path in ('/sleep?s=5', '/sleep?s=5', '/spin?s=5'):
-            held.extend(hold_requests(server, path, 1))
-            # One at a time: an async worker accepts every connection waiting when it wakes up,
-            # so requests sent together could all land on one worker.
-            wait_until(lambda: gauge_now(make_check, server) == len(held), what=f'{len(held)} requests accepted')
+        for busy, path in enumerate(('/sleep', '/sleep', '/spin')):
+            # Each sent once the app runs the one before: an async worker accepts whatever waits
+            # when its loop turns, until the app blocks that loop. Sent again while a busy
+            # worker took it, which only a gthread worker with several threads can.
+            while workers_holding_a_request(server) == busy:
+                started = tmp_path / f'started-{len(held)}'
+                held.extend(hold_requests(server, f'{path}?s=10&started={started}', 1))
+                wait_until(started.exists, what=f'request {len(held)} in the app')
         check = make_check(server.name)
         dd_run_check(check)
-        # Independent of the check: psutil says which workers hold a client connection.
-        holding = sum(1 for w in server.workers() if any(serving(c, server.port) for c in w.net_connections()))
+        holding = workers_holding_a_request(server)
     finally:
         close_all(held)
 
-    assert holding == 3, 'the harness failed to give each request a worker of its own'
+    assert holding == 3, 'the harness failed to give each kind of request a worker of its own'
     assert worker_counts(aggregator, server.name) == {'working': 3, 'idle': 1}

@@ -6,8 +6,9 @@ next connection goes to another one, as under the sync worker: the tests can cou
 workers the same way for every worker class.
 """
 
-import time
 from urllib.parse import parse_qs
+
+from sample import occupy
 
 
 async def application(scope, receive, send):
@@ -19,14 +20,9 @@ async def application(scope, receive, send):
 
     path = scope['path']
     query = parse_qs(scope.get('query_string', b'').decode('latin-1'))
-    seconds = float(query.get('s', ['1'])[0])
 
-    if path == '/sleep':  # busy waiting on I/O, as a synchronous database driver would
-        time.sleep(seconds)
-    elif path == '/spin':  # busy on the CPU
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            pass
+    if path in ('/sleep', '/spin'):  # synchronously, as a blocking database driver would
+        occupy(path, query)
     elif path == '/boom':
         raise RuntimeError('boom from app')
     elif path.startswith('/status/'):

@@ -8,14 +8,9 @@ from urllib.parse import parse_qs
 def application(environ, start_response):
     path = environ.get('PATH_INFO', '/')
     query = parse_qs(environ.get('QUERY_STRING', ''))
-    seconds = float(query.get('s', ['1'])[0])
 
-    if path == '/sleep':  # busy waiting on I/O, as on a slow database
-        blocking_sleep(seconds)
-    elif path == '/spin':  # busy on the CPU
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            pass
+    if path in ('/sleep', '/spin'):
+        occupy(path, query)
     elif path == '/boom':
         raise RuntimeError('boom from app')
     elif path.startswith('/status/'):
@@ -29,6 +24,21 @@ def application(environ, start_response):
     body = b'hello\n'
     start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
     return [body]
+
+
+def occupy(path, query):
+    """Keep the worker busy for `s` seconds: /sleep waiting as on a slow database, /spin on the
+    CPU. With `started=FILE`, first create FILE: a test that sees it knows the request is being
+    served, and that a worker whose loop runs the app (gevent, asyncio) can accept nothing more."""
+    seconds = float(query.get('s', ['1'])[0])
+    for marker in query.get('started', []):
+        open(marker, 'w').close()
+    if path == '/sleep':
+        blocking_sleep(seconds)
+    else:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            pass
 
 
 def blocking_sleep(seconds):
