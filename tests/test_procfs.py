@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -407,6 +408,23 @@ def test_comm_reader_follows_its_process_through_exec_on_one_kept_fd():
 
     with pytest.raises(psutil.NoSuchProcess):
         reader.read_comm(child.pid)
+    assert reader.fds == {}
+
+
+def test_run_time_reader_reads_a_running_process_anew_on_one_kept_fd():
+    child = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    reader = procfs.RunTimeReader()
+    try:
+        first = reader.read_run_time(child.pid)
+        kept = dict(reader.fds)
+        wait_until(lambda: reader.read_run_time(child.pid) > first, what='the spinning child to run on')
+        assert reader.fds == kept
+        assert abs(reader.read_run_time(child.pid) - procfs.read_run_time(child.pid)) < 1e9
+    finally:
+        stop_child(child)
+
+    with pytest.raises(psutil.NoSuchProcess):
+        reader.read_run_time(child.pid)
     assert reader.fds == {}
 
 

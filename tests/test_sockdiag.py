@@ -143,3 +143,16 @@ def test_a_truncated_netlink_message_is_a_clear_error():
 
     with pytest.raises(sockdiag.SockDiagUnavailable, match='a socket message of 56 bytes'):
         sockdiag._parse(message, socket.AF_INET, [])
+
+
+def test_a_netlink_socket_that_gets_no_answer_gives_up_after_the_timeout():
+    # The kernel's timeout (no Python one: that would poll before every call) still bounds a wait.
+    sock = sockdiag.open_socket()
+    try:
+        assert sock.gettimeout() is None
+        started = time.monotonic()
+        with pytest.raises(BlockingIOError):
+            sock.recv(sockdiag.RECEIVE_SIZE)  # nothing was asked: nothing comes
+        assert sockdiag.TIMEOUT <= time.monotonic() - started + 0.05 < 5 * sockdiag.TIMEOUT
+    finally:
+        sock.close()

@@ -114,7 +114,11 @@ def _new_socket():
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
     except OSError as e:
         raise SockDiagUnavailable(f'sock_diag netlink: {e.strerror or e}') from None
-    sock.settimeout(TIMEOUT)
+    # The kernel's own timeouts, not settimeout(): a Python timeout polls before every call,
+    # and a dump is answered at once (its first datagram during send, each next one during recv).
+    timeout = struct.pack('@ll', int(TIMEOUT), int(TIMEOUT % 1 * 1e6))  # struct timeval
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
     return sock
 
 

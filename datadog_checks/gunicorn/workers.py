@@ -57,8 +57,8 @@ class FdTables:
     read per worker instead of a readlink per fd."""
 
     def __init__(self, root='/proc'):
-        self.root = root
         self.reader = procfs.FdReader(root)
+        self.run_times = procfs.RunTimeReader(root)
 
         # State kept between runs.
         self.seen = {}  # Proc.key -> (its run time in ns when read, its WorkerFds)
@@ -82,10 +82,11 @@ class FdTables:
         self.seen = {key: value for key, value in self.seen.items() if key in self.read_now}
         self.read_now = set()
         self.reader.sweep()
+        self.run_times.sweep()
 
     def _run_time(self, worker):
         try:
-            return procfs.read_run_time(worker.pid, self.root)
+            return self.run_times.read_run_time(worker.pid)
         except (psutil.AccessDenied, procfs.ProcfsError):
             return None  # unknown: its fds are read at every run
 
