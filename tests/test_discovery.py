@@ -200,10 +200,10 @@ def test_unreadable_children_are_a_warning_not_an_error(
     server = gunicorn_server(name='denied', workers=2)
     check = make_check('denied')
 
-    def denied(pid, root='/proc'):
-        raise psutil.AccessDenied(pid)
+    def denied(self, key):
+        raise psutil.AccessDenied(key[0])
 
-    monkeypatch.setattr(procfs, 'read_children', denied)
+    monkeypatch.setattr(procfs.ChildrenReader, 'read_children', denied)
     dd_run_check(check)
 
     assert check.warnings == [
@@ -236,10 +236,10 @@ def test_a_garbled_worker_stat_is_a_warning_and_the_rest_is_counted(
 def test_kernel_without_children_files_falls_back_to_psutil(gunicorn_server, monkeypatch):
     server = gunicorn_server(name='nochildren', workers=2)
 
-    def unsupported(pid, root='/proc'):
-        raise procfs.ChildrenUnsupported(f'/proc/{pid}/task/{pid}/children does not exist')
+    def unsupported(self, key):
+        raise procfs.ChildrenUnsupported(f'/proc/{key[0]}/task/{key[0]}/children does not exist')
 
-    monkeypatch.setattr(procfs, 'read_children', unsupported)
+    monkeypatch.setattr(procfs.ChildrenReader, 'read_children', unsupported)
     finder = Discovery('nochildren', rescan_interval=60)
 
     snapshot = finder.run(now=0)

@@ -1,5 +1,6 @@
 """The /proc readers on captured text, malformed input included."""
 
+import errno
 import os
 import socket
 import subprocess
@@ -80,10 +81,16 @@ def test_unreadable_file_is_access_denied():
     assert run_as_nobody(read_init_maps) == 'AccessDenied'
 
 
-def test_read_children_joins_every_thread(tmp_path):
+def test_read_children_reads_the_main_threads_file_only(tmp_path):
+    # gunicorn forks only from its main thread: another thread's children are none of its workers.
     root = fake_proc(tmp_path, 10, {'task/10/children': '11 12 ', 'task/13/children': '14 '})
 
-    assert sorted(procfs.read_children(10, root)) == [11, 12, 14]
+    assert sorted(procfs.read_children(10, root)) == [11, 12]
+
+
+def test_read_children_of_a_process_gone(tmp_path):
+    with pytest.raises(psutil.NoSuchProcess):
+        procfs.read_children(10, str(tmp_path))
 
 
 def test_read_children_without_the_kernel_file(tmp_path):
@@ -426,6 +433,90 @@ def test_run_time_reader_reads_a_running_process_anew_on_one_kept_fd():
     with pytest.raises(psutil.NoSuchProcess):
         reader.read_run_time(child.pid)
     assert reader.fds == {}
+
+
+def test_children_reader_follows_one_process_on_one_kept_fd():
+    me = (os.getpid(), procfs.read_stat(os.getpid()).start_ticks)
+    reader = procfs.ChildrenReader()
+    child, _ = child_process()
+    try:
+        assert child.pid in reader.read_children(me)
+        kept = dict(reader.fds)
+        second = psutil.Popen(['sleep', '60'])
+        try:
+            assert {child.pid, second.pid} <= set(reader.read_children(me))
+        finally:
+            stop_child(second)
+        assert reader.fds == kept
+    finally:
+        stop_child(child)
+        reader.close()
+
+
+def test_children_reader_of_a_pid_now_another_processs(tmp_path):
+    root = fake_proc(tmp_path, 10, {'stat': WORKER_STAT, 'task/10/children': '11 '})
+    start_ticks = procfs.read_stat(10, root).start_ticks
+    reader = procfs.ChildrenReader(root)
+
+    with pytest.raises(psutil.NoSuchProcess):
+        reader.read_children((10, start_ticks + 1))
+    assert reader.fds == {}
+    assert reader.read_children((10, start_ticks)) == [11]
+
+
+def test_children_reader_without_the_kernel_file(tmp_path):
+    root = fake_proc(tmp_path, 10, {'stat': WORKER_STAT})
+    start_ticks = procfs.read_stat(10, root).start_ticks
+
+    with pytest.raises(procfs.ChildrenUnsupported):
+        procfs.ChildrenReader(root).read_children((10, start_ticks))
+    with pytest.raises(psutil.NoSuchProcess):
+        procfs.ChildrenReader(root).read_children((11, start_ticks))
+
+
+def test_children_reader_rejects_garbage(tmp_path):
+    root = fake_proc(tmp_path, 10, {'stat': WORKER_STAT, 'task/10/children': '11 twelve'})
+    start_ticks = procfs.read_stat(10, root).start_ticks
+
+    with pytest.raises(procfs.ProcfsError, match='not a list of pids'):
+        procfs.ChildrenReader(root).read_children((10, start_ticks))
+
+
+def test_kept_kernel_counters_move_on_one_fd():
+    last_pid, forks = procfs.LastPidReader(), procfs.ForkCountReader()
+    try:
+        before = last_pid.read(), forks.read()
+        kept = dict(last_pid._fds), dict(forks._fds)
+        subprocess.run(['true'], check=True)
+        assert last_pid.read() != before[0]
+        assert forks.read() > before[1]
+        assert (last_pid._fds, forks._fds) == kept
+    finally:
+        last_pid.close()
+        forks.close()
+
+
+def test_a_kept_kernel_counter_that_cannot_be_read_is_opened_anew(tmp_path, monkeypatch):
+    (tmp_path / 'loadavg').write_text('0.00 0.01 0.05 1/85 13584\n')
+    reader = procfs.LastPidReader(str(tmp_path))
+    assert reader.read() == 13584
+    (tmp_path / 'loadavg').write_text('0.00 0.01\n')
+    with pytest.raises(procfs.ProcfsError, match='no last pid'):
+        reader.read()
+
+    real_pread = os.pread
+
+    def failing(fd, size, offset):
+        monkeypatch.setattr(os, 'pread', real_pread)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, 'pread', failing)
+    with pytest.raises(procfs.ProcfsError, match='Input/output error'):
+        reader.read()
+    assert reader._fds == {}
+    (tmp_path / 'loadavg').write_text('0.00 0.01 0.05 1/85 13600\n')
+    assert reader.read() == 13600
+    reader.close()
 
 
 def test_stat_reader_reopens_the_pid_after_esrch(tmp_path, monkeypatch):

@@ -157,6 +157,8 @@ class Discovery:
         self.successors = set()  # Proc.key of the USR2 masters seen under a master of the app
         self.children_files = True  # False once the kernel turns out to lack /proc/PID/task/*/children
         self.stats = procfs.StatReader(root)  # the /proc/PID/stat of the masters and their children
+        self.children = procfs.ChildrenReader(root)  # the children files of the masters
+        self.counter_file = procfs.LastPidReader(root) if self.own_namespace else procfs.ForkCountReader(root)
         self.next_full_scan = None  # monotonic time the next full scan is due; None before the first
         self.counter = None  # last pid, or fork count for another namespace, at the last look; None: unreadable
         self.listed = set()  # pids of the last listing of /proc, for another namespace only
@@ -181,6 +183,7 @@ class Discovery:
         self.final_kinds = {key: kind for key, kind in self.final_kinds.items() if key in seen}
         self.successors = {master.key for tree in trees for master in tree.masters} & self.successors
         self.stats.sweep()
+        self.children.sweep()
         self.comms.sweep()
         return Snapshot(trees, problems)
 
@@ -203,7 +206,7 @@ class Discovery:
 
     def _counter(self):
         try:
-            return procfs.read_last_pid(self.root) if self.own_namespace else procfs.read_fork_count(self.root)
+            return self.counter_file.read()
         except procfs.ProcfsError:
             return None  # then every run scans in full, as nothing tells which processes are new
 
@@ -353,7 +356,7 @@ class Discovery:
     def _collect(self, master, usr2_title, masters, workers, problems, seen):
         masters.append(master)
         try:
-            children = self._children(master.pid)
+            children = self._children(master)
         except (psutil.AccessDenied, procfs.ProcfsError) as e:
             problems.append(f'Cannot list the children of gunicorn master {master.pid}: {procfs.describe(e)}')
             return
@@ -392,11 +395,11 @@ class Discovery:
             self.final_kinds[child.key] = kind
         return kind
 
-    def _children(self, pid):
+    def _children(self, master):
         if self.children_files:
             try:
-                return procfs.read_children(pid, self.root)
+                return self.children.read_children(master.key)
             except procfs.ChildrenUnsupported:
                 self.children_files = False
         # Without the children files, psutil has to read the parent of every process.
-        return [child.pid for child in psutil.Process(pid).children()]
+        return [child.pid for child in psutil.Process(master.pid).children()]

@@ -173,23 +173,47 @@ def _excerpt(data):
 
 
 def read_children(pid, root='/proc'):
-    """Pids of the direct children of every thread of PID, from /proc/PID/task/*/children."""
-    tids = _listdir(pid, f'{root}/{pid}/task')
-    children = []
-    for tid in tids:
-        try:
-            data = _read_bytes(root, pid, f'task/{tid}/children')
-        except psutil.NoSuchProcess:
-            if not os.path.exists(f'{root}/{pid}'):
-                raise
-            if not os.path.exists(f'{root}/{pid}/task/{tid}'):
-                continue  # that thread ended between listdir and open
-            raise ChildrenUnsupported(f'{root}/{pid}/task/{tid}/children does not exist') from None
-        try:
-            children.extend(int(child) for child in data.split())
-        except ValueError:
-            raise ProcfsError(f'{root}/{pid}/task/{tid}/children', f'not a list of pids: {_excerpt(data)!r}') from None
-    return children
+    """Pids of the children PID's main thread forked, from /proc/PID/task/PID/children. A child
+    is listed under the thread that forked it; gunicorn forks its workers and a USR2 master only
+    from the arbiter's loop, on the main thread (the control socket's thread of gunicorn >= 25
+    only wakes that loop), so no other thread's file, nor the listing of task/, is needed."""
+    path = _children_path(root, pid)
+    try:
+        fd = os.open(path, OPEN_FLAGS)
+    except FileNotFoundError:
+        if os.path.exists(f'{root}/{pid}'):
+            raise ChildrenUnsupported(f'{path} does not exist') from None
+        raise psutil.NoSuchProcess(pid) from None
+    except OSError as e:
+        raise _mapped(e, pid, path) from None
+    try:
+        return _children_of(_pread_to_end(fd), path)
+    except OSError as e:
+        raise _mapped(e, pid, path) from None
+    finally:
+        os.close(fd)
+
+
+def _children_path(root, pid):
+    return f'{root}/{pid}/task/{pid}/children'
+
+
+def _children_of(data, path):
+    try:
+        return [int(child) for child in data.split()]
+    except ValueError:
+        raise ProcfsError(path, f'not a list of pids: {_excerpt(data)!r}') from None
+
+
+def _pread_to_end(fd):
+    """The whole file behind `fd` from its start, read with pread (a kept fd needs no seek):
+    files made of records come back a page at most per read."""
+    chunks = [os.pread(fd, READ_SIZE, 0)]
+    offset = len(chunks[0])
+    while chunks[-1]:
+        chunks.append(os.pread(fd, READ_SIZE, offset))
+        offset += len(chunks[-1])
+    return b''.join(chunks)
 
 
 def read_title(pid, root='/proc'):
@@ -292,40 +316,76 @@ def read_last_pid(root='/proc'):
     Unchanged since an earlier read means no process was created in between, unless a whole
     round of pids went by. The kernel answers for the READER's pid namespace, whatever
     namespace `root` shows: see shows_own_pid_namespace()."""
-    path = f'{root}/loadavg'
-    try:
-        fd = os.open(path, OPEN_FLAGS)
-        try:
-            data = os.read(fd, 256)
-        finally:
-            os.close(fd)
-        return int(data.rsplit(None, 1)[1])
-    except OSError as e:
-        raise ProcfsError(path, e.strerror or str(e)) from None
-    except (IndexError, ValueError):
-        raise ProcfsError(path, f'no last pid in {_excerpt(data)!r}') from None
+    return _read_once(LastPidReader(root))
 
 
 def read_fork_count(root='/proc'):
     """Processes and threads created since boot, all namespaces together (`processes` in
     /proc/stat): what read_last_pid() tells, for a `root` of another pid namespace. Dearer:
     the kernel writes a line per CPU and one counter per interrupt with it."""
-    path = f'{root}/stat'
+    return _read_once(ForkCountReader(root))
+
+
+def _read_once(reader):
     try:
-        fd = os.open(path, OPEN_FLAGS)
+        return reader.read()
+    finally:
+        reader.close()
+
+
+class _KeptSystemFile:
+    """A /proc file of the whole system, kept open between runs and read with pread: one
+    system call where a fresh read is three. Closed when its owner drops it."""
+
+    name = None
+
+    def __init__(self, root='/proc'):
+        self.path = f'{root}/{self.name}'
+        self._fds = {}  # at most the one fd: a dict, so the finalizer closes what is open then
+        self._finalizer = weakref.finalize(self, _close_all, self._fds)
+
+    def read(self):
         try:
-            data = _read_to_end(fd, os.read(fd, READ_SIZE))
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise ProcfsError(path, e.strerror or str(e)) from None
-    start = data.find(b'\nprocesses ') + 1
-    try:
-        if not start:
-            raise ValueError
-        return int(data[start + 10 : data.index(b'\n', start)])
-    except ValueError:
-        raise ProcfsError(path, 'no `processes` line') from None
+            if not self._fds:
+                self._fds[self.path] = os.open(self.path, OPEN_FLAGS)
+            data = _pread_to_end(self._fds[self.path])
+        except OSError as e:
+            _close_all(self._fds)  # opened anew at the next read
+            raise ProcfsError(self.path, e.strerror or str(e)) from None
+        return self.parse(data)
+
+    def parse(self, data):
+        raise NotImplementedError
+
+    def close(self):
+        _close_all(self._fds)
+
+
+class LastPidReader(_KeptSystemFile):
+    """read_last_pid() through /proc/loadavg kept open."""
+
+    name = 'loadavg'
+
+    def parse(self, data):
+        try:
+            return int(data.rsplit(None, 1)[1])
+        except (IndexError, ValueError):
+            raise ProcfsError(self.path, f'no last pid in {_excerpt(data)!r}') from None
+
+
+class ForkCountReader(_KeptSystemFile):
+    """read_fork_count() through /proc/stat kept open."""
+
+    name = 'stat'
+
+    def parse(self, data):
+        start = data.find(b'\nprocesses ') + 1
+        try:
+            if not start:
+                raise ValueError
+            return int(data[start + 10 : data.index(b'\n', start)])
+        except ValueError:
+            raise ProcfsError(self.path, 'no `processes` line') from None
 
 
 def shows_own_pid_namespace(root='/proc'):
@@ -505,6 +565,39 @@ class _KeptFds:
         if fd is not None:
             os.close(fd)
 
+    def _open_verified(self, key, name, flags):
+        """An fd on /proc/PID/`name` of the process `key` (pid, start_ticks) names; NoSuchProcess
+        when the pid is gone or another process's."""
+        pid, start_ticks = key
+        path = f'{self.root}/{pid}'
+        try:
+            pid_dir = os.open(path, OPEN_DIR_FLAGS)
+        except OSError as e:
+            raise _mapped(e, pid, path) from None
+        try:
+            # Both opened through pid_dir, so both belong to the process it names, whatever
+            # happens to the pid meanwhile. `name` first: it is what a user without access to
+            # the process may be refused.
+            path = f'{self.root}/{pid}/{name}'
+            fd = os.open(name, flags, dir_fd=pid_dir)
+            try:
+                path = f'{self.root}/{pid}/stat'
+                stat_fd = os.open('stat', OPEN_FLAGS, dir_fd=pid_dir)
+                try:
+                    stat = _parse_stat(_read_stat_fd(stat_fd), path)
+                finally:
+                    os.close(stat_fd)
+                if stat.start_ticks != start_ticks:
+                    raise psutil.NoSuchProcess(pid)  # the pid is another process's now
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        except OSError as e:
+            raise _mapped(e, pid, path) from None
+        finally:
+            os.close(pid_dir)
+
     def sweep(self):
         """Close the files of the processes not read since the previous sweep: call once a run."""
         for key in [key for key in self.fds if key not in self.used]:
@@ -645,32 +738,49 @@ class FdReader(_KeptFds):
             raise
 
     def _open(self, key):
-        pid, start_ticks = key
-        path = f'{self.root}/{pid}'
+        return self._open_verified(key, 'fd', OPEN_DIR_FLAGS)
+
+
+class ChildrenReader(_KeptFds):
+    """read_children() through /proc/PID/task/PID/children files kept open between runs, one
+    per process, named by its Proc.key, and opened as FdReader opens its directories: a kept
+    file lists that process's children, never those of a later process with the same pid.
+    The file of a process that is gone reads empty: callers read its stat first."""
+
+    def __init__(self, root='/proc', limit=None):
+        super().__init__(root, limit)
+
+    def read_children(self, key):
+        """read_children(pid, root) of the process `key` names."""
+        pid = key[0]
+        path = _children_path(self.root, pid)
+        fd = self.fds.get(key)
+        if fd is not None:
+            self.used.add(key)
+            kept = True
+        else:
+            fd = self._open_children(key)
+            kept = self._keep(key, fd)
         try:
-            pid_dir = os.open(path, OPEN_DIR_FLAGS)
+            return _children_of(_pread_to_end(fd), path)
         except OSError as e:
-            raise _mapped(e, pid, path) from None
-        try:
-            # Both opened through pid_dir, so both belong to the process it names, whatever
-            # happens to the pid meanwhile. The fd directory first: it is what a user without
-            # access to the process is refused.
-            path = f'{self.root}/{pid}/fd'
-            dir_fd = os.open('fd', OPEN_DIR_FLAGS, dir_fd=pid_dir)
-            try:
-                path = f'{self.root}/{pid}/stat'
-                stat_fd = os.open('stat', OPEN_FLAGS, dir_fd=pid_dir)
-                try:
-                    stat = _parse_stat(_read_stat_fd(stat_fd), path)
-                finally:
-                    os.close(stat_fd)
-                if stat.start_ticks != start_ticks:
-                    raise psutil.NoSuchProcess(pid)  # the pid is another process's now
-            except BaseException:
-                os.close(dir_fd)
-                raise
-            return dir_fd
-        except OSError as e:
+            if kept:
+                self._drop(key)
             raise _mapped(e, pid, path) from None
         finally:
-            os.close(pid_dir)
+            if not kept:
+                os.close(fd)
+
+    def _open_children(self, key):
+        pid = key[0]
+        try:
+            return self._open_verified(key, f'task/{pid}/children', OPEN_FLAGS)
+        except psutil.NoSuchProcess:
+            # Also what a kernel without the file answers: told apart by the process being there.
+            try:
+                alive = read_stat(pid, self.root).start_ticks == key[1]
+            except psutil.Error:
+                alive = False
+            if alive:
+                raise ChildrenUnsupported(f'{_children_path(self.root, pid)} does not exist') from None
+            raise
