@@ -457,29 +457,40 @@ def test_children_reader_of_a_pid_now_another_processs(tmp_path):
     root = fake_proc(tmp_path, 10, {'stat': WORKER_STAT, 'task/10/children': '11 '})
     start_ticks = procfs.read_stat(10, root).start_ticks
     reader = procfs.ChildrenReader(root)
-
-    with pytest.raises(psutil.NoSuchProcess):
-        reader.read_children((10, start_ticks + 1))
-    assert reader.fds == {}
-    assert reader.read_children((10, start_ticks)) == [11]
+    try:
+        with pytest.raises(psutil.NoSuchProcess):
+            reader.read_children((10, start_ticks + 1))
+        assert reader.fds == {}
+        assert reader.read_children((10, start_ticks)) == [11]
+    finally:
+        reader.close()  # not left to the garbage collector: other tests count open fds
 
 
 def test_children_reader_without_the_kernel_file(tmp_path):
     root = fake_proc(tmp_path, 10, {'stat': WORKER_STAT})
     start_ticks = procfs.read_stat(10, root).start_ticks
 
-    with pytest.raises(procfs.ChildrenUnsupported):
-        procfs.ChildrenReader(root).read_children((10, start_ticks))
-    with pytest.raises(psutil.NoSuchProcess):
-        procfs.ChildrenReader(root).read_children((11, start_ticks))
+    reader = procfs.ChildrenReader(root)
+    try:
+        with pytest.raises(procfs.ChildrenUnsupported):
+            reader.read_children((10, start_ticks))
+        with pytest.raises(psutil.NoSuchProcess):
+            reader.read_children((11, start_ticks))
+        assert reader.fds == {}
+    finally:
+        reader.close()
 
 
 def test_children_reader_rejects_garbage(tmp_path):
     root = fake_proc(tmp_path, 10, {'stat': WORKER_STAT, 'task/10/children': '11 twelve'})
     start_ticks = procfs.read_stat(10, root).start_ticks
 
-    with pytest.raises(procfs.ProcfsError, match='not a list of pids'):
-        procfs.ChildrenReader(root).read_children((10, start_ticks))
+    reader = procfs.ChildrenReader(root)
+    try:
+        with pytest.raises(procfs.ProcfsError, match='not a list of pids'):
+            reader.read_children((10, start_ticks))
+    finally:
+        reader.close()
 
 
 def test_kept_kernel_counters_move_on_one_fd():

@@ -69,14 +69,6 @@ def _mapped(error, pid, path):
     return ProcfsError(path, error.strerror or str(error))
 
 
-def _read_to_end(fd, first):
-    """`first` (what one read returned) and the rest of the file, up to the kernel's EOF."""
-    chunks = [first]
-    while chunks[-1]:
-        chunks.append(os.read(fd, READ_SIZE))
-    return b''.join(chunks)
-
-
 def _read_bytes(root, pid, name, whole=False):
     """The bytes of PID's file `name`. `whole`: the kernel makes the file at once (stat, comm,
     cmdline, cgroup), so a read shorter than asked is all of it, and no second read is needed."""
@@ -84,8 +76,11 @@ def _read_bytes(root, pid, name, whole=False):
     try:
         fd = os.open(path, OPEN_FLAGS)
         try:
-            data = os.read(fd, READ_SIZE)
-            return data if whole and len(data) < READ_SIZE else _read_to_end(fd, data)
+            if whole:
+                data = os.read(fd, READ_SIZE)
+                if len(data) < READ_SIZE:
+                    return data
+            return _pread_to_end(fd)
         finally:
             os.close(fd)
     except OSError as e:
