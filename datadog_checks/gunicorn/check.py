@@ -211,8 +211,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
 
     def submit_sockets(self, sockets, masters, fds_by_key, fds_complete, tags):
         """Listener and connection metrics; returns the connections the workers hold, by inode."""
-        held = set().union(*(fds.socket_inodes for fds in fds_by_key.values()))
-        sample = sockets.sample(masters, held, fds_complete)
+        sample = sockets.sample(masters, fds_by_key, fds_complete)
         for problem in sample.problems:
             self.report(problem)
         for stats in sample.listeners:

@@ -222,8 +222,16 @@ def _tcp_info(data, start, end):
         length, kind = ATTRIBUTE.unpack_from(data, start)
         if length < ATTRIBUTE.size:
             return None
-        if kind == INET_DIAG_INFO and length - ATTRIBUTE.size >= TCP_INFO_NEEDED:
-            base = start + ATTRIBUTE.size
-            return TcpInfo(*(struct.unpack_from('=I', data, base + at)[0] for at in TCP_INFO.values()))
+        if kind == INET_DIAG_INFO:
+            return tcp_info(data, start + ATTRIBUTE.size, start + length)
         start += (length + 3) & ~3
     return None
+
+
+def tcp_info(data, start=0, end=None):
+    """The TcpInfo of the struct tcp_info in data[start:end], as the INET_DIAG_INFO attribute
+    and getsockopt(TCP_INFO) carry it; None where the kernel sent too little of it."""
+    end = len(data) if end is None else end
+    if end - start < TCP_INFO_NEEDED:
+        return None
+    return TcpInfo(*(struct.unpack_from('=I', data, start + at)[0] for at in TCP_INFO.values()))

@@ -4,16 +4,18 @@ An app's listeners are the listening sockets its workers hold: inherited from th
 or each worker's own with `--reuse-port` on gunicorn >= 24 (the master then holds none).
 A socket only the master holds (its control socket) is never a listener. Knowing which
 sockets a worker holds needs its fds (root or gunicorn's user); without them the
-`listeners` option names the addresses. Everything else comes from the kernel's socket
-tables in the master's network namespace. As Raindrops does for unicorn:
+`listeners` option names the addresses. What a held socket is, and a held TCP connection's
+tcp_info, the Agent asks the socket itself, through a duplicate of the worker's fd (pidfd.py;
+root or CAP_SYS_PTRACE); everything else, and what a refused Agent cannot ask, comes from the
+kernel's socket tables in the master's network namespace. As Raindrops does for unicorn:
 - queued: connections the kernel completed that no worker has accepted yet (the sum of the
   accept queues of every socket on the address; for a Unix socket, connections on its path
   that no process holds);
 - active: connections on the address that a worker accepted and has not closed;
 - whether a request is in flight on a connection: the kernel's tcp_info (sockdiag.py), for
-  TCP, through a sock_diag socket made in the master's network namespace (a container's too,
-  when the Agent is root); unknown (None) for Unix sockets, and where /proc/PID/net/tcp must
-  stand in.
+  TCP, from the socket itself or through a sock_diag socket made in the master's network
+  namespace (a container's too, when the Agent is root); unknown (None) for Unix sockets, and
+  where /proc/PID/net/tcp must stand in.
 """
 
 import ipaddress
@@ -22,7 +24,7 @@ from typing import NamedTuple
 
 import psutil
 
-from . import procfs, sockdiag
+from . import pidfd, procfs, sockdiag
 
 ANY_ADDRESSES = frozenset({'0.0.0.0', '::'})
 SERVED_TCP_STATES = frozenset({procfs.TCP_ESTABLISHED, procfs.TCP_CLOSE_WAIT})
@@ -113,21 +115,30 @@ class Sockets:
         self.netlink = True  # False once sock_diag was refused in the Agent's namespace: /proc/PID/net/tcp* stands in
         self.own_namespace = None  # procfs.network_namespace of the Agent itself
         self.diag_sockets = {}  # network namespace -> sock_diag socket made in it, None where that was refused
+        self.namespace_of = {}  # Proc.key of a master -> its network namespace
+        # The held sockets are asked through these, kept between runs; None once pidfd_getfd was
+        # refused, or where the pids `root` shows are not the Agent's, which pidfd_open takes:
+        # the tables stand in.
+        self.pidfds = pidfd.Pidfds(root) if procfs.shows_own_pid_namespace(root) else None
 
-    def sample(self, masters, held_inodes, held_complete):
-        """Counts per listener and the connections the workers hold. `held_inodes`: socket
-        inodes the workers hold, from their fds; `held_complete`: whether every worker's fds
-        could be read. When some could not, the configured addresses stand in for listeners
-        and a connection is active when the kernel lists it on the address."""
+    def sample(self, masters, fds_by_key, held_complete):
+        """Counts per listener and the connections the workers hold. `fds_by_key`: Proc.key ->
+        workers.WorkerFds of the workers whose fds could be read; `held_complete`: whether
+        every worker's could. When some could not, the configured addresses stand in for
+        listeners and a connection is active when the kernel lists it on the address."""
         problems = []
+        held_inodes = set().union(*(fds.socket_fds.keys() for fds in fds_by_key.values()))
         self._forget_unheld(held_inodes)
         configured = [] if held_complete else self.configured
+        asked_in_flight = self._ask_sockets(fds_by_key, held_inodes, configured)
+        # What the sockets themselves answered, the tables are not read for.
+        pending = held_inodes - asked_in_flight.keys()
         queues, in_flight, kernel_active = {}, {}, []
         namespaces = self._namespaces(masters, problems)
         self._close_diag_sockets(keep=set(namespaces.values()))
         for pid, namespace in namespaces.items():
             try:
-                found = self._sample_namespace(pid, namespace, held_inodes, configured)
+                found = self._sample_namespace(pid, namespace, pending, configured)
             except psutil.NoSuchProcess:
                 continue
             except (psutil.AccessDenied, procfs.ProcfsError) as e:
@@ -136,6 +147,7 @@ class Sockets:
             queues.update(found.queues)
             in_flight.update(found.in_flight)
             kernel_active.extend(found.kernel_active)
+        in_flight.update(asked_in_flight)
         for inode in self._unknown(held_inodes):
             self.client_of[inode] = None  # neither a listener nor one of its connections: a database, StatsD...
 
@@ -173,16 +185,12 @@ class Sockets:
         if self._unknown(held_inodes) and any(not lst.path for lst in new_listeners):
             connections += self._tcp_connections(pid, namespace, new_listeners, held_inodes, configured, always=True)
             self._learn_connections(self._unknown(held_inodes), connections, self._tcp_listeners(configured))
-        unix_listeners = {lst.path: lst for lst in {*self.listening.values(), *configured} if lst.path}
+        unix_listeners = self._unix_listeners(configured)
         self._learn_unix_connections(self._unknown(held_inodes), unix, unix_listeners)
 
         return NamespaceSample(
             queues={**tcp_queues(listen, self.listening, configured), **unix_queues(unix, unix_listeners)},
-            in_flight={
-                sock.inode: sock.info.request_in_flight if sock.info else None
-                for sock in connections
-                if sock.inode in held_inodes
-            },
+            in_flight={sock.inode: request_in_flight(sock) for sock in connections if sock.inode in held_inodes},
             kernel_active=served_on(configured, connections, unix),
         )
 
@@ -201,8 +209,66 @@ class Sockets:
             for sock in self._tcp(pid, namespace, family, SERVED_TCP_STATES, ports)
         ]
 
+    def _ask_sockets(self, fds_by_key, held_inodes, configured):
+        """Ask the held sockets the tables would be read for (pidfd.py) what they are: each one
+        not known yet, and each TCP connection, whose tcp_info changes with every request on it
+        (kept alive, or a sync worker's). Learns the new ones; returns inode -> in_flight of each
+        held TCP connection asked. A worker that could not be asked is left to the tables."""
+        if self.pidfds is None:
+            return {}
+        self.pidfds.sweep()  # of the workers not asked at the previous run
+        wanted = {inode for inode in held_inodes if self._to_ask(inode)}
+        answers = self._answers(fds_by_key, wanted) if wanted else {}
+        self._learn_answers(answers, configured)
+        return {inode: request_in_flight(sock) for inode, sock in answers.items() if self._is_tcp_connection(inode)}
+
+    def _answers(self, fds_by_key, wanted):
+        """inode -> what each socket of `wanted` said, None for one of another kind or closed
+        since; those of workers that could not be asked are left out."""
+        answers = {}
+        for key, fds in fds_by_key.items():
+            asked = {inode: fd for inode, fd in fds.socket_fds.items() if inode in wanted and inode not in answers}
+            if not asked:
+                continue
+            try:
+                found = self.pidfds.sockets_of(key, asked)
+            except psutil.AccessDenied:
+                # Refused by the kernel (too old), or by what the Agent may do to this pool's
+                # workers, which all run as one user under one policy: so to every worker, for
+                # as long as the pool lives. Never asked again, not to pay a refusal each run.
+                self.pidfds.close()
+                self.pidfds = None
+                break
+            except (psutil.NoSuchProcess, procfs.ProcfsError):
+                continue
+            answers.update(dict.fromkeys(asked))
+            answers.update((sock.inode, sock) for sock in found)
+        return answers
+
+    def _learn_answers(self, answers, configured):
+        unknown = self._unknown(answers)
+        tcp = [sock for sock in answers.values() if isinstance(sock, procfs.TcpSocket)]
+        unix = [sock for sock in answers.values() if isinstance(sock, procfs.UnixSocket)]
+        self._learn_listeners(unknown, [sock for sock in tcp if sock.state == procfs.TCP_LISTEN], unix)
+        # As the tables would: connections in the states they list, of the listeners known now.
+        served = [sock for sock in tcp if sock.state in SERVED_TCP_STATES]
+        self._learn_connections(unknown, served, self._tcp_listeners(configured))
+        self._learn_unix_connections(unknown, unix, self._unix_listeners(configured))
+        for inode in self._unknown(answers):
+            self.client_of[inode] = None
+
+    def _to_ask(self, inode):
+        return inode not in self.listening and (inode not in self.client_of or self._is_tcp_connection(inode))
+
+    def _is_tcp_connection(self, inode):
+        listener = self.client_of.get(inode)
+        return listener is not None and not listener.path
+
     def _tcp_listeners(self, configured):
         return [lst for lst in {*self.listening.values(), *configured} if not lst.path]
+
+    def _unix_listeners(self, configured):
+        return {lst.path: lst for lst in {*self.listening.values(), *configured} if lst.path}
 
     def _unknown(self, held_inodes):
         return {inode for inode in held_inodes if inode not in self.listening and inode not in self.client_of}
@@ -213,7 +279,7 @@ class Sockets:
         self.client_of = {inode: lst for inode, lst in self.client_of.items() if inode in held_inodes}
 
     def _holds_tcp_connections(self, held_inodes):
-        return any(lst is not None and not lst.path for inode, lst in self.client_of.items() if inode in held_inodes)
+        return any(self._is_tcp_connection(inode) for inode in held_inodes)
 
     def _learn_listeners(self, unknown, listen, unix):
         for sock in listen:
@@ -236,16 +302,22 @@ class Sockets:
                 self.client_of[sock.inode] = unix_listeners[sock.path]
 
     def _namespaces(self, masters, problems):
-        """pid of one master per network namespace -> that namespace's st_ino."""
+        """pid of one master per network namespace -> that namespace's st_ino. Learnt once per
+        master: a process changes namespace only by setns or unshare, which gunicorn never calls."""
+        self.namespace_of = {
+            master.key: self.namespace_of[master.key] for master in masters if master.key in self.namespace_of
+        }
         namespaces = {}
         for master in masters:
-            try:
-                namespace = procfs.network_namespace(master.pid, self.root)
-            except psutil.NoSuchProcess:
-                continue
-            except (psutil.AccessDenied, procfs.ProcfsError) as e:
-                problems.append(f'Cannot read the sockets of gunicorn master {master.pid}: {procfs.describe(e)}')
-                continue
+            namespace = self.namespace_of.get(master.key)
+            if namespace is None:
+                try:
+                    namespace = self.namespace_of[master.key] = procfs.network_namespace(master.pid, self.root)
+                except psutil.NoSuchProcess:
+                    continue
+                except (psutil.AccessDenied, procfs.ProcfsError) as e:
+                    problems.append(f'Cannot read the sockets of gunicorn master {master.pid}: {procfs.describe(e)}')
+                    continue
             if namespace not in namespaces.values():
                 namespaces[master.pid] = namespace
         return namespaces
@@ -289,14 +361,24 @@ class Sockets:
         return self.diag_sockets[namespace]
 
     def close(self):
-        """Close the sock_diag sockets kept between runs: the pool they served is gone."""
+        """Close the sock_diag sockets and pidfds kept between runs: the pool they served is gone."""
         self._close_diag_sockets(keep=set())
+        if self.pidfds is not None:
+            self.pidfds.close()
 
     def _close_diag_sockets(self, keep):
         for namespace in [ns for ns in self.diag_sockets if ns not in keep]:
             sock = self.diag_sockets.pop(namespace)
             if sock is not None:
                 sock.close()
+
+
+def request_in_flight(sock):
+    """Whether a request is in flight on a held TCP connection, as the tables tell it: None (not
+    known) where they would not list it (closed, or in another state), or without tcp_info."""
+    if sock is None or sock.state not in SERVED_TCP_STATES or sock.info is None:
+        return None
+    return sock.info.request_in_flight
 
 
 def tcp_queues(listen, listening, configured):

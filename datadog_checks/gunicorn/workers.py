@@ -23,7 +23,7 @@ EPOLL = 'anon_inode:[eventpoll]'
 
 
 class WorkerFds(NamedTuple):
-    socket_inodes: set
+    socket_fds: dict  # inode -> the number of an fd the worker holds that socket at
     heartbeat_fd: int  # -1 when the worker has none open (yet)
     multiplexes: bool  # holds an epoll instance: may serve, or keep alive, several connections at once
     heartbeat_time: float  # st_ctime of the heartbeat file, None without one
@@ -39,6 +39,11 @@ def read_worker_fds(worker, tables):
     """WorkerFds of one worker (a FdTables keeps what it needs between runs);
     psutil.AccessDenied where the Agent may not read its fds."""
     return tables.read(worker)
+
+
+def socket_fds(links):
+    """inode -> fd number of each socket among procfs.read_fd_links()'s targets."""
+    return {int(target[8:-1]): fd for fd, target in links.items() if target.startswith('socket:[')}
 
 
 def heartbeat_age(fds, wall_now):
@@ -73,7 +78,7 @@ class FdTables:
         links = self.reader.read_fd_links(worker.key)
         heartbeat = next((fd for fd, target in links.items() if HEARTBEAT_FILE in target), -1)
         changed = self._changed(worker, heartbeat)
-        fds = WorkerFds(procfs.socket_inodes(links), heartbeat, EPOLL in links.values(), changed)
+        fds = WorkerFds(socket_fds(links), heartbeat, EPOLL in links.values(), changed)
         self.seen[worker.key] = (run_time, fds)
         return fds
 
@@ -129,7 +134,7 @@ def requests_in_flight(fds_by_key, connections):
 
 
 def held_connections(fds, connections):
-    return [connections[inode] for inode in fds.socket_inodes if inode in connections]
+    return [connections[inode] for inode in fds.socket_fds if inode in connections]
 
 
 class WorkerHistory:
