@@ -7,12 +7,11 @@ files and its netlink socket once and reads them again with pread/recv at each c
 floor of a design that keeps them open between runs.
 """
 
-import ctypes
 import os
 import socket
 import struct
 
-from datadog_checks.gunicorn import sockdiag
+from datadog_checks.gunicorn import pidfd, sockdiag
 from datadog_checks.gunicorn.procfs import TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN
 from datadog_checks.gunicorn.sockdiag import (
     HEADER,
@@ -27,7 +26,6 @@ from datadog_checks.gunicorn.sockdiag import (
     SOCK_DIAG_BY_FAMILY,
 )
 
-SYS_PIDFD_GETFD = 438  # the same number on every architecture (Linux 5.6)
 # A dump message is at most 32 KiB (the kernel's netlink dump size); twice that always holds one.
 BUFFER_SIZE = 1 << 16
 
@@ -173,39 +171,30 @@ class PidfdFloor(SteadyFloor):
         self.port = port
         self.workers = workers
         self.before = {pid: set(os.listdir(f'/proc/{pid}/fd')) for pid in workers}
-        self.libc = ctypes.CDLL(None, use_errno=True)
-        self.libc.syscall.restype = ctypes.c_long
         self._probe()
 
     def _probe(self):
-        pidfd = os.pidfd_open(self.workers[0])
+        process = os.pidfd_open(self.workers[0])
         try:
-            self._getfd(pidfd, 0)
+            os.close(pidfd.getfd(process, 0))
         finally:
-            os.close(pidfd)
-
-    def _getfd(self, pidfd, fd):
-        got = self.libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
-        if got < 0:
-            error = ctypes.get_errno()
-            raise OSError(error, os.strerror(error))
-        return got
+            os.close(process)
 
     def __call__(self):
         stats, listen = super().__call__()
         served = []
         for pid in self.workers:
             folder = f'/proc/{pid}/fd'
-            pidfd = os.pidfd_open(pid)
+            process = os.pidfd_open(pid)
             try:
                 for fd in os.listdir(folder):
                     if fd in self.before[pid] or not os.readlink(f'{folder}/{fd}').startswith('socket:['):
                         continue
-                    with socket.socket(fileno=self._getfd(pidfd, int(fd))) as sock:
+                    with socket.socket(fileno=pidfd.getfd(process, int(fd))) as sock:
                         if sock.getsockname()[1] == self.port:
                             served.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232))
             finally:
-                os.close(pidfd)
+                os.close(process)
         return stats, listen, served
 
 
