@@ -14,7 +14,6 @@ import pytest
 
 from datadog_checks.base.stubs import aggregator as stub
 from datadog_checks.gunicorn import pidfd, procfs, sockdiag
-from datadog_checks.gunicorn.workers import socket_fds
 
 from .server import wait_until
 from .test_saturation import close_all, hold_requests
@@ -32,7 +31,7 @@ def answers_of(worker):
     """inode -> what each socket `worker` (a psutil.Process) holds answers."""
     pidfds = pidfd.Pidfds()
     try:
-        found = pidfds.sockets_of(key_of(worker.pid), socket_fds(procfs.read_fd_links(worker.pid)))
+        found = pidfds.sockets_of(key_of(worker.pid), procfs.socket_fds(procfs.read_fd_links(worker.pid)))
     finally:
         pidfds.close()
     return {sock.inode: sock for sock in found}
@@ -123,7 +122,7 @@ def test_a_pid_another_process_took_is_never_asked():
 def test_an_agent_that_is_not_root_is_refused(gunicorn_server):
     server = gunicorn_server(name='asked-nobody', workers=1)
     (worker,) = server.workers()
-    key, fds = key_of(worker.pid), socket_fds(procfs.read_fd_links(worker.pid))
+    key, fds = key_of(worker.pid), procfs.socket_fds(procfs.read_fd_links(worker.pid))
 
     def ask():
         try:

@@ -224,7 +224,7 @@ def test_fd_links_of_a_real_process_name_its_sockets():
         links = procfs.read_fd_links(os.getpid())
 
         assert links[sock.fileno()] == f'socket:[{os.fstat(sock.fileno()).st_ino}]'
-        assert os.fstat(sock.fileno()).st_ino in procfs.socket_inodes(links)
+        assert procfs.socket_fds(links)[os.fstat(sock.fileno()).st_ino] == sock.fileno()
 
 
 def test_sock_diag_and_proc_net_tcp_agree_on_a_real_accept_queue():
@@ -657,7 +657,7 @@ def test_fd_reader_sees_each_run_what_the_process_holds_now():
             reader = procfs.FdReader()
             before = reader.read_fd_links(key)
             assert before == procfs.read_fd_links(child.pid)
-            assert not procfs.socket_inodes(before)
+            assert not procfs.socket_fds(before)
 
             child.stdin.write(b'\n')
             child.stdin.flush()

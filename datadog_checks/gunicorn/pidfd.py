@@ -39,7 +39,7 @@ def getfd(pidfd, fd):
     return duplicate
 
 
-class Pidfds(procfs._KeptFds):
+class Pidfds(procfs.KeptFds):
     """pidfds of the processes asked about, kept between runs by Proc.key. A pidfd names its
     process for good (once it exits, calls on it fail with ESRCH), so it is checked against a
     reused pid once, when opened, instead of with a /proc/PID/stat read at every run. `root`

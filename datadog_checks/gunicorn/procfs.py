@@ -505,9 +505,9 @@ def _fd_links(pid, folder, fds, dir_fd=None):
     return links
 
 
-def socket_inodes(links):
-    """Inodes of the sockets among read_fd_links()'s targets."""
-    return {int(target[8:-1]) for target in links.values() if target.startswith('socket:[')}
+def socket_fds(links):
+    """inode -> fd number of each socket among read_fd_links()'s targets."""
+    return {int(target[8:-1]): fd for fd, target in links.items() if target.startswith('socket:[')}
 
 
 def fd_change_time(pid, fd, root='/proc'):
@@ -532,7 +532,7 @@ def _close_all(fds):
     fds.clear()
 
 
-class _KeptFds:
+class KeptFds:
     """Open fds by key, at most `limit` of them; each run, `sweep()` closes those not used since
     the previous sweep. Past the limit, callers read the way the module functions do."""
 
@@ -604,7 +604,7 @@ class _KeptFds:
         self.used.clear()
 
 
-class _KeptFiles(_KeptFds):
+class _KeptFiles(KeptFds):
     """One file of each process, /proc/PID/`name`, kept open by pid.
 
     A kept file reads the process it was opened for, never a later one with the same pid: once
@@ -687,7 +687,7 @@ class RunTimeReader(_KeptFiles):
         return _run_time_of(self._read(pid, lambda fd: os.pread(fd, 128, 0)), f'{self.root}/{pid}/schedstat')
 
 
-class FdReader(_KeptFds):
+class FdReader(KeptFds):
     """read_fd_links() and fd_change_time() through /proc/PID/fd directories kept open between
     runs, one per process, named by its Proc.key: (pid, start_ticks).
 
@@ -736,7 +736,7 @@ class FdReader(_KeptFds):
         return self._open_verified(key, 'fd', OPEN_DIR_FLAGS)
 
 
-class ChildrenReader(_KeptFds):
+class ChildrenReader(KeptFds):
     """read_children() through /proc/PID/task/PID/children files kept open between runs, one
     per process, named by its Proc.key, and opened as FdReader opens its directories: a kept
     file lists that process's children, never those of a later process with the same pid.

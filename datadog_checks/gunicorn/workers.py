@@ -41,11 +41,6 @@ def read_worker_fds(worker, tables):
     return tables.read(worker)
 
 
-def socket_fds(links):
-    """inode -> fd number of each socket among procfs.read_fd_links()'s targets."""
-    return {int(target[8:-1]): fd for fd, target in links.items() if target.startswith('socket:[')}
-
-
 def heartbeat_age(fds, wall_now):
     """Seconds since the worker last touched its heartbeat file (None without one).
     gunicorn moves the file's ctime at every notify, whatever the version."""
@@ -78,7 +73,7 @@ class FdTables:
         links = self.reader.read_fd_links(worker.key)
         heartbeat = next((fd for fd, target in links.items() if HEARTBEAT_FILE in target), -1)
         changed = self._changed(worker, heartbeat)
-        fds = WorkerFds(socket_fds(links), heartbeat, EPOLL in links.values(), changed)
+        fds = WorkerFds(procfs.socket_fds(links), heartbeat, EPOLL in links.values(), changed)
         self.seen[worker.key] = (run_time, fds)
         return fds
 
