@@ -3,6 +3,7 @@ inside cgroups named the way the kubelet (systemd driver, containerd) and cgroup
 container, seen from the host as an Agent with `hostPID` sees it. The Agent's tagger is
 datadog-checks-base's stub, holding the pod tags the real one would have."""
 
+import errno
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import pytest
 
 from datadog_checks.base import AgentCheck
 from datadog_checks.base.stubs import tagger
+from datadog_checks.gunicorn import pidfd, sockdiag
 from datadog_checks.gunicorn.diagnose import MASTER, NETWORK_NAMESPACES, VISIBILITY
 
 from .server import wait_until
@@ -311,6 +313,30 @@ def test_an_agent_that_may_not_join_a_pods_network_namespace_is_told_what_it_cos
     assert found[NETWORK_NAMESPACES]['result'] == FAIL
     assert str(pod.server.master_pid) in found[NETWORK_NAMESPACES]['diagnosis']
     assert 'kept-alive connection' in found[NETWORK_NAMESPACES]['diagnosis']
+
+
+def test_an_agent_that_may_ask_the_workers_sockets_needs_no_pods_network_namespace(pods, make_check, monkeypatch):
+    # CAP_SYS_PTRACE without CAP_SYS_ADMIN: setns refused, pidfd_getfd allowed. Only the refusal
+    # can be injected; the sockets are asked for real.
+    pod = pods('ptraced', workers=1)
+
+    def refused(netns=None):
+        raise sockdiag.SockDiagUnavailable(f'sock_diag netlink in {netns}: Operation not permitted')
+
+    monkeypatch.setattr(sockdiag, 'open_socket', refused)
+    found = diagnoses(make_check(None, pod_uid=pod.uid))
+
+    assert found[MASTER]['result'] == PASS
+    assert NETWORK_NAMESPACES not in found
+
+    def ptrace_refused(pidfd_, fd):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(pidfd, 'getfd', ptrace_refused)  # and neither way open: said so
+    found = diagnoses(make_check(None, pod_uid=pod.uid))
+
+    assert found[NETWORK_NAMESPACES]['result'] == FAIL
+    assert 'CAP_SYS_PTRACE' in found[NETWORK_NAMESPACES]['remediation']
 
 
 def test_a_pool_that_goes_away_closes_the_sockets_it_kept(pods, make_check, dd_run_check):

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import psutil
 
-from . import procfs, sockdiag
+from . import pidfd, procfs, sockdiag
 from .discovery import MASTER_TITLE, MASTER_TITLE_PREFIX, UPGRADE_SUFFIX, Discovery
 
 MASTER = 'gunicorn master'
@@ -166,14 +166,15 @@ def diagnose_visibility(check):
 
 
 def diagnose_network_namespaces(check, snapshot):
-    """May the Agent read tcp_info in the network namespace of each containerized master?
-    Without it, kept-alive connections there count as work."""
+    """May the Agent read tcp_info for the connections of each containerized master: from the
+    workers' sockets themselves, or else through sock_diag in the master's network namespace?
+    Without either, kept-alive connections there count as work."""
     own = procfs.network_namespace('self')
     refused = []
     for tree in snapshot.trees:
         pid = tree.masters[0].pid
         try:
-            if procfs.network_namespace(pid, check.root) == own:
+            if procfs.network_namespace(pid, check.root) == own or asks_sockets(tree, check.root):
                 continue
             sockdiag.open_socket(f'{check.root}/{pid}/ns/net').close()
         except psutil.NoSuchProcess:
@@ -183,13 +184,33 @@ def diagnose_network_namespaces(check, snapshot):
     if refused:
         check.diagnosis.fail(
             NETWORK_NAMESPACES,
-            'The Agent cannot open a sock_diag socket in the network namespace of gunicorn master '
-            f'{", ".join(refused[:LISTED])}{more(refused)}: connections there are read from /proc/PID/net/tcp, '
-            'which cannot tell a kept-alive connection from a request in flight, so every connection a worker '
-            'holds counts as work.',
-            remediation='Run the Agent as root in the host\'s namespaces (the DaemonSet\'s default), or accept '
-            'that behind keep-alive clients those workers read as working.',
+            'The Agent may neither ask the sockets of the workers of gunicorn master '
+            f'{", ".join(refused[:LISTED])}{more(refused)} (pidfd_getfd) nor open a sock_diag socket in their '
+            'network namespace: connections there are read from /proc/PID/net/tcp, which cannot tell a '
+            'kept-alive connection from a request in flight, so every connection a worker holds counts as work.',
+            remediation='Run the Agent as root in the host\'s namespaces (the DaemonSet\'s default), or give it '
+            'CAP_SYS_PTRACE, or accept that behind keep-alive clients those workers read as working.',
         )
+
+
+def asks_sockets(tree, root):
+    """Whether a socket of the tree's first worker answers through pidfd.py, as the check asks
+    them: that tells a request in flight whatever network namespace it is in."""
+    if not tree.workers or not procfs.shows_own_pid_namespace(root):
+        return False
+    worker = tree.workers[0]
+    try:
+        fds = procfs.socket_fds(procfs.read_fd_links(worker.pid, root))
+    except (psutil.Error, procfs.ProcfsError):
+        return False
+    pidfds = pidfd.Pidfds(root)
+    try:
+        pidfds.sockets_of(worker.key, dict(list(fds.items())[:1]))
+    except (psutil.Error, procfs.ProcfsError):
+        return False
+    finally:
+        pidfds.close()
+    return bool(fds)
 
 
 def missing_master(proc_name):
