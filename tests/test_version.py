@@ -316,7 +316,7 @@ def test_newest_master_wins_and_gone_masters_are_forgotten(gunicorn_server):
 
 
 def procfs_proc(pid):
-    return Proc(pid, procfs.read_stat(pid))
+    return Proc.of(pid, procfs.read_stat(pid))
 
 
 @pytest.mark.parametrize(

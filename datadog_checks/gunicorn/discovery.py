@@ -65,11 +65,11 @@ FINAL_KINDS = frozenset({WORKER, OTHER})
 class Proc(NamedTuple):
     pid: int
     stat: procfs.Stat
+    key: tuple  # (pid, start ticks): one process across runs, even after its pid is reused
 
-    @property
-    def key(self):
-        """Identifies one process across runs, even after its pid is reused."""
-        return self.pid, self.stat.start_ticks
+    @classmethod
+    def of(cls, pid, stat):
+        return cls(pid, stat, (pid, stat.start_ticks))
 
 
 class Tree(NamedTuple):
@@ -350,7 +350,7 @@ class Discovery:
                 continue
             tree_masters, workers = [], []
             usr2_title = MASTER_TITLE.format(known.app + UPGRADE_SUFFIX)
-            self._collect(Proc(pid, stat), usr2_title, tree_masters, workers, problems, seen)
+            self._collect(Proc.of(pid, stat), usr2_title, tree_masters, workers, problems, seen)
             trees.append(Tree(known.app, known.container, tree_masters, workers))
 
     def _collect(self, master, usr2_title, masters, workers, problems, seen):
@@ -364,7 +364,7 @@ class Discovery:
             return
         for pid in children:
             try:
-                child = Proc(pid, self.stats.read_stat(pid))
+                child = Proc.of(pid, self.stats.read_stat(pid))
             except psutil.NoSuchProcess:
                 continue
             except (psutil.AccessDenied, procfs.ProcfsError) as e:
