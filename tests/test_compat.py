@@ -44,7 +44,7 @@ def maps_denied(monkeypatch):
     def denied(pid, root='/proc'):
         raise psutil.AccessDenied(pid)
 
-    monkeypatch.setattr(procfs, 'read_mapped_paths', denied)
+    monkeypatch.setattr(procfs, 'mapped_paths', denied)
 
 
 def test_a_config_file_of_the_bundled_check_loads_and_runs(

@@ -74,7 +74,7 @@ def test_unreadable_file_is_access_denied():
     # /proc/1/maps of a root process is closed to other users.
     def read_init_maps():
         try:
-            procfs.read_mapped_paths(1)
+            list(procfs.mapped_paths(1))
         except psutil.AccessDenied:
             return 'AccessDenied'
 
@@ -125,7 +125,7 @@ def test_read_title_turns_nul_padding_into_single_spaces(tmp_path):
     assert procfs.read_title(4, root) == '/venv/bin/python3 -m gunicorn app:app'
 
 
-def test_read_mapped_paths_keeps_file_paths_only(tmp_path):
+def test_mapped_paths_keeps_file_paths_only(tmp_path):
     maps = (
         '55d0c4a00000-55d0c4a01000 r--p 00000000 fd:01 1 /usr/bin/python3.11\n'
         '7f1c2d000000-7f1c2d001000 r-xp 00001000 fd:01 2 /venv/lib/python3.11/site-packages/'
@@ -136,7 +136,7 @@ def test_read_mapped_paths_keeps_file_paths_only(tmp_path):
     )
     root = fake_proc(tmp_path, 6, {'maps': maps})
 
-    assert procfs.read_mapped_paths(6, root) == {
+    assert set(procfs.mapped_paths(6, root)) == {
         '/usr/bin/python3.11',
         '/venv/lib/python3.11/site-packages/setproctitle/_setproctitle.cpython-311-x86_64-linux-gnu.so',
         '/tmp/with space.so (deleted)',
@@ -258,12 +258,12 @@ def test_sock_diag_refused_is_a_clear_error(monkeypatch):
 # Reading as bytes, files longer than one read, and the error mapping shared by every reader.
 
 
-def test_read_mapped_paths_of_a_file_longer_than_one_read(tmp_path):
+def test_mapped_paths_of_a_file_longer_than_one_read(tmp_path):
     lines = [f'7f{i:010x}000-7f{i:010x}fff r--p 00000000 fd:01 {i} /lib/mod{i}.so\n' for i in range(3000)]
     root = fake_proc(tmp_path, 6, {'maps': ''.join(lines)})
     assert len(''.join(lines)) > procfs.READ_SIZE
 
-    assert procfs.read_mapped_paths(6, root) == {f'/lib/mod{i}.so' for i in range(3000)}
+    assert set(procfs.mapped_paths(6, root)) == {f'/lib/mod{i}.so' for i in range(3000)}
 
 
 def test_read_net_tcp_of_a_real_table_the_kernel_returns_in_several_reads():
@@ -300,18 +300,18 @@ def test_read_title_keeps_undecodable_bytes_visible(tmp_path):
         (OSError(5, 'Input/output error'), procfs.ProcfsError),
     ],
 )
-@pytest.mark.parametrize('call', ['os.read', 'os.pread'])
-def test_an_error_while_reading_is_mapped_like_one_while_opening(tmp_path, monkeypatch, error, raised, call):
+@pytest.mark.parametrize('reader, name', [('read_title', 'cmdline'), ('read_stat', 'stat')])
+def test_an_error_while_reading_is_mapped_like_one_while_opening(tmp_path, monkeypatch, error, raised, reader, name):
     root = fake_proc(tmp_path, 9, {'stat': WORKER_STAT, 'cmdline': 'x'})
 
     def fail(*args):
         raise error
 
-    monkeypatch.setattr(procfs.os, call.split('.')[1], fail)
+    monkeypatch.setattr(procfs.os, 'pread', fail)
     with pytest.raises(raised) as caught:
-        procfs.read_title(9, root) if call == 'os.read' else procfs.read_stat(9, root)
+        getattr(procfs, reader)(9, root)
     if raised is procfs.ProcfsError:
-        assert caught.value.path == f'{root}/9/{"cmdline" if call == "os.read" else "stat"}'
+        assert caught.value.path == f'{root}/9/{name}'
         assert 'Input/output error' in str(caught.value)
 
 
@@ -321,7 +321,8 @@ def test_readers_leave_no_fd_open(tmp_path):
 
     procfs.read_stat(4641, root)
     procfs.read_title(4641, root)
-    procfs.read_mapped_paths(4641, root)
+    list(procfs.mapped_paths(4641, root))
+    assert next(procfs.mapped_paths(os.getpid())).startswith('/')  # left after its first path
     with pytest.raises(psutil.NoSuchProcess):
         procfs.read_cgroup(4641, root)
 
@@ -451,6 +452,46 @@ def test_children_reader_follows_one_process_on_one_kept_fd():
     finally:
         stop_child(child)
         reader.close()
+
+
+# A parent of N children that pause: it prints their pids, and reaps them once they are killed
+# and its standard input closes.
+MANY_CHILDREN = """
+import os, signal, sys
+pids = []
+for _ in range(int(sys.argv[1])):
+    pid = os.fork()
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    pids.append(pid)
+print(' '.join(map(str, pids)), flush=True)
+sys.stdin.read()
+for _ in pids:
+    os.wait()
+"""
+
+
+def test_children_longer_than_a_page_come_back_whole():
+    # The kernel hands a children file out a page at most per read, cut between two records.
+    parent = subprocess.Popen(
+        [sys.executable, '-c', MANY_CHILDREN, '1000'], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    children = []
+    reader = procfs.ChildrenReader()
+    try:
+        children = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(' '.join(map(str, children))) > procfs.PAGE_SIZE
+        key = (parent.pid, procfs.read_stat(parent.pid).start_ticks)
+
+        assert sorted(procfs.read_children(parent.pid)) == sorted(children)
+        assert sorted(reader.read_children(key)) == sorted(children)
+        assert sorted(reader.read_children(key)) == sorted(children)  # again, on the kept fd
+    finally:
+        reader.close()
+        for pid in children:
+            os.kill(pid, 9)
+        parent.communicate(timeout=30)
 
 
 def test_children_reader_of_a_pid_now_another_processs(tmp_path):

@@ -42,7 +42,7 @@ def maps_denied(monkeypatch):
     def denied(pid, root='/proc'):
         raise psutil.AccessDenied(pid)
 
-    monkeypatch.setattr(procfs, 'read_mapped_paths', denied)
+    monkeypatch.setattr(procfs, 'mapped_paths', denied)
 
 
 def test_version_comes_from_the_installation_without_running_anything(gunicorn_server, count_commands):
@@ -50,6 +50,32 @@ def test_version_comes_from_the_installation_without_running_anything(gunicorn_s
 
     assert version.installation(server.master_pid).version == gunicorn.__version__
     assert count_commands == []
+
+
+def test_the_maps_are_read_only_as_far_as_the_folder_holding_gunicorn(tmp_path, monkeypatch):
+    site = '/venv/lib/python3.11/site-packages'
+    setproctitle = f'7f0000000000-7f0000001000 r-xp 00000000 fd:01 2 {site}/setproctitle/_setproctitle.so\n'
+    others = [f'7f{i:010x}000-7f{i:010x}fff r--p 00000000 fd:01 {i} /usr/lib/lib{i}.so\n' for i in range(3000)]
+    maps = tmp_path / '6' / 'maps'
+    maps.parent.mkdir()
+    maps.write_text(setproctitle + ''.join(others))
+    metadata = tmp_path / '6' / 'root' / site.lstrip('/') / 'gunicorn-27.0.1.dist-info' / 'METADATA'
+    metadata.parent.mkdir(parents=True)
+    metadata.write_text('Metadata-Version: 2.1\nName: gunicorn\nVersion: 27.0.1\n')
+    assert maps.stat().st_size > procfs.READ_SIZE
+    reads = []
+    real_pread = procfs.os.pread
+
+    def counted(fd, size, offset):
+        reads.append(offset)
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(procfs.os, 'pread', counted)
+
+    found = version.installation(6, str(tmp_path))
+
+    assert (found.version, found.folder) == ('27.0.1', site)
+    assert reads == [0]
 
 
 def test_command_fallback_runs_once_per_master(

@@ -75,7 +75,9 @@ class Installation(NamedTuple):
 
 
 def installation(pid, root='/proc'):
-    """gunicorn's installation in the package folders mapped into the master's memory."""
+    """gunicorn's installation in the first of the package folders mapped into the master's
+    memory that holds one. setproctitle's is among the libraries a master loads last, which
+    come early in its maps: the rest of the file is seldom read."""
     for folder in package_folders(pid, root):
         seen_from_here = f'{root}/{pid}/root{folder}'
         metadata = metadata_folder(seen_from_here)
@@ -88,13 +90,14 @@ def installation(pid, root='/proc'):
 
 
 def package_folders(pid, root='/proc'):
-    """The site-packages folders of the files mapped by PID, as PID sees them, sorted."""
+    """The site-packages folders of the files mapped by PID, as PID sees them, each once, in
+    the order of the mappings (the libraries loaded last come first), read as the caller goes."""
     folders = set()
-    for path in procfs.read_mapped_paths(pid, root):
+    for path in procfs.mapped_paths(pid, root):
         match = PACKAGE_FOLDERS.match(path)
-        if match:
+        if match and match.group(1) not in folders:
             folders.add(match.group(1))
-    return sorted(folders)
+            yield match.group(1)
 
 
 def metadata_folder(folder):
