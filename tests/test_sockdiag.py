@@ -107,6 +107,29 @@ def test_the_port_filter_keeps_only_the_named_ports():
     assert alone == {ports[2]}
 
 
+@pytest.mark.parametrize('family, host', [(socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')])
+def test_a_single_port_keeps_only_the_connections_accepted_on_it(family, host):
+    listeners, pairs = [], []
+    try:
+        for _ in range(2):
+            listener = socket.socket(family)
+            listener.bind((host, 0))
+            listener.listen(8)
+            listeners.append(listener)
+            client = socket.create_connection(listener.getsockname()[:2])
+            pairs += [client, listener.accept()[0]]
+        port = listeners[0].getsockname()[1]
+        accepted = os.fstat(pairs[1].fileno()).st_ino
+
+        found = sockdiag.dump_tcp(family, SERVED, {port}, info=True)
+    finally:
+        for sock in pairs + listeners:
+            sock.close()
+
+    assert [(s.local_port, s.inode) for s in found] == [(port, accepted)]
+    assert found[0].info is not None
+
+
 def test_a_filter_of_many_ports_passes_the_kernels_audit():
     with listening_socket() as listener:
         port = listener.getsockname()[1]
@@ -142,7 +165,7 @@ def test_a_truncated_netlink_message_is_a_clear_error():
     message = sockdiag.HEADER.pack(sockdiag.HEADER.size + 40, sockdiag.SOCK_DIAG_BY_FAMILY, 0, 1, 0) + bytes(40)
 
     with pytest.raises(sockdiag.SockDiagUnavailable, match='a socket message of 56 bytes'):
-        sockdiag._parse(message, socket.AF_INET, [])
+        sockdiag._parse(message, socket.AF_INET, False, [])
 
 
 def test_a_netlink_socket_that_gets_no_answer_gives_up_after_the_timeout():

@@ -28,6 +28,8 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 HEADER = struct.Struct('=IHHII')  # struct nlmsghdr
 REQUEST = struct.Struct('=BBBBI48x')  # struct inet_diag_req_v2, with an all-zero inet_diag_sockid
+SOURCE_PORT = struct.Struct('>H')  # inet_diag_sockid.idiag_sport, the first field of the sockid
+SOCKID_OFFSET = 8  # of the sockid in inet_diag_req_v2
 ATTRIBUTE = struct.Struct('=HH')  # struct nlattr / struct rtattr: length, type
 DIAG_MSG_SIZE = 72  # struct inet_diag_msg
 INET_DIAG_REQ_BYTECODE = 1
@@ -136,15 +138,18 @@ def dump_tcp(family, states, ports=None, info=False, sock=None):
     """TcpSocket of every TCP socket of `family` (AF_INET or AF_INET6) whose state is one of
     `states` (TCP_* numbers), in the network namespace of `sock` (an `open_socket()`, kept by
     the caller) or else the caller's; with `ports`, only sockets whose local port is one of
-    them, filtered by the kernel. For a LISTEN socket, rx_queue is its accept queue, as in
-    /proc/net/tcp. With `info`, each socket's `info` is its TcpInfo, or None where the kernel
-    sent too little of it."""
+    them, filtered by the kernel: a single port in the request's own source port, which the
+    kernel compares before anything else, several with bytecode (see port_filter). For a
+    LISTEN socket, rx_queue is its accept queue, as in /proc/net/tcp. With `info`, each
+    socket's `info` is its TcpInfo, or None where the kernel sent too little of it."""
     mask = 0
     for state in states:
         mask |= 1 << state
     extensions = 1 << (INET_DIAG_INFO - 1) if info else 0
-    request = REQUEST.pack(family, socket.IPPROTO_TCP, extensions, 0, mask)
-    if ports:
+    request = bytearray(REQUEST.pack(family, socket.IPPROTO_TCP, extensions, 0, mask))
+    if ports and len(ports) == 1:
+        SOURCE_PORT.pack_into(request, SOCKID_OFFSET, *ports)
+    elif ports:
         request += _attribute(INET_DIAG_REQ_BYTECODE, port_filter(ports))
     header = HEADER.pack(HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
     own = sock is None
@@ -154,7 +159,7 @@ def dump_tcp(family, states, ports=None, info=False, sock=None):
         sock.sendto(header + request, (0, 0))
         sockets = []
         while True:
-            if _parse(sock.recv(RECEIVE_SIZE), family, sockets):
+            if _parse(sock.recv(RECEIVE_SIZE), family, info, sockets):
                 return sockets
     except OSError as e:
         raise SockDiagUnavailable(f'sock_diag netlink: {e.strerror or e}') from None
@@ -188,8 +193,8 @@ def _attribute(kind, payload):
     return ATTRIBUTE.pack(length, kind) + payload + b'\0' * (-length % 4)
 
 
-def _parse(data, family, sockets):
-    """Append the sockets of one datagram; True once the dump is done."""
+def _parse(data, family, info, sockets):
+    """Append the sockets of one datagram (with their TcpInfo when `info`); True once the dump is done."""
     offset = 0
     address_size = 4 if family == socket.AF_INET else 16
     while offset + HEADER.size <= len(data):
@@ -210,8 +215,8 @@ def _parse(data, family, sockets):
         (port,) = struct.unpack_from('>H', data, body + 4)
         ip = socket.inet_ntop(family, data[body + 8 : body + 8 + address_size])
         rqueue, _, _, inode = struct.unpack_from('=IIII', data, body + 56)
-        info = _tcp_info(data, body + DIAG_MSG_SIZE, offset + length)
-        sockets.append(TcpSocket(ip, port, state, rqueue, inode, info))
+        tcp = _tcp_info(data, body + DIAG_MSG_SIZE, offset + length) if info else None
+        sockets.append(TcpSocket(ip, port, state, rqueue, inode, tcp))
         offset += (length + 3) & ~3
     return False
 

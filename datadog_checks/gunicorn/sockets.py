@@ -169,14 +169,18 @@ class Sockets:
         """Read the tables of one network namespace, learn what the unknown held sockets are,
         and count. Each table is read only when there is something to count or learn in it:
         a new connection of a known listener is learnt from the port-filtered connection dump
-        the run needs anyway, so only sockets still unknown after it cost the other tables."""
+        the run needs anyway, so only sockets still unknown after it cost the other tables.
+        While every held socket is known, the kernel lists only the known listeners' ports."""
         known = {*self.listening.values(), *configured}
         connections = self._tcp_connections(pid, namespace, known, held_inodes, configured)
         self._learn_connections(self._unknown(held_inodes), connections, self._tcp_listeners(configured))
         unknown = self._unknown(held_inodes)
 
-        families = FAMILIES if unknown else {lst.family for lst in known if not lst.path}
-        listen = [sock for family in families for sock in self._tcp(pid, namespace, family, {procfs.TCP_LISTEN})]
+        if unknown:
+            families, ports = FAMILIES, None  # any listener there may be the unknown socket
+        else:
+            families, ports = {lst.family for lst in known if not lst.path}, {lst.port for lst in known if not lst.path}
+        listen = [sock for family in families for sock in self._tcp(pid, namespace, family, {procfs.TCP_LISTEN}, ports)]
         unix_paths = {lst.path for lst in known if lst.path}
         unix = procfs.read_net_unix(pid, self.root, None if unknown else unix_paths) if unknown or unix_paths else []
         self._learn_listeners(unknown, listen, unix)
@@ -199,7 +203,7 @@ class Sockets:
         held socket is unknown, a held one is a TCP connection, or configured addresses count
         what the kernel lists."""
         tcp = [lst for lst in listeners if not lst.path]
-        needed = always or self._unknown(held_inodes) or configured or self._holds_tcp_connections(held_inodes)
+        needed = always or configured or self._holds_tcp_connections(held_inodes) or self._unknown(held_inodes)
         if not tcp or not needed:
             return []
         ports = {lst.port for lst in tcp}
@@ -218,7 +222,9 @@ class Sockets:
             return {}
         self.pidfds.sweep()  # of the workers not asked at the previous run
         wanted = {inode for inode in held_inodes if self._to_ask(inode)}
-        answers = self._answers(fds_by_key, wanted) if wanted else {}
+        if not wanted:
+            return {}
+        answers = self._answers(fds_by_key, wanted)
         self._learn_answers(answers, configured)
         return {inode: request_in_flight(sock) for inode, sock in answers.items() if self._is_tcp_connection(inode)}
 
