@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from bench_check import Gunicorn, Run
+from bench_check import Gunicorn, SettledRun
 
 from datadog_checks.base import AgentCheck
 from datadog_checks.base.stubs import aggregator
@@ -100,7 +100,7 @@ def main():
 
     app = Gunicorn(args.workers).wait_ready()
     try:
-        run = Run()
+        run = SettledRun()
         for _ in range(50):
             run.prepare()
             run()
