@@ -7,7 +7,8 @@ Everything runs in this one process against real gunicorn masters, real loopback
 and real idle processes. In each scenario the contenders are timed round after round, in
 turn (the order rotating), so that a noisy neighbour on the machine slows them all alike:
 - ours: `GunicornCheck.run()`, metric submissions to the Agent's stub aggregator included
-  (with its test-time check of tag names off: the Agent's C binding makes none);
+  (with its test-time check of tag names off: the Agent's C binding makes none); in the
+  steady scenarios, of a check past its first minute (`SettledRun`);
 - the floor (floors.py): the least work the scenario needs, written plainly: the /proc files
   a run cannot do without, and one sock_diag dump; with fresh opens, and with the files and
   the netlink socket kept open (`floor, kept open`);
@@ -17,8 +18,9 @@ Medians are printed with their interquartile range, to show how noisy the machin
 
 Phases: (1) 4 idle sync workers; (2) 64 idle sync workers; then 10,000 ESTABLISHED sockets
 (5,000 loopback connections to a throwaway listener) for (3) busy workers; then 2,000 idle
-processes as well for (7) a first run, (4) a new master, (5) discovery over many runs and
-(6) no master; last, without either crowd, (8) memory over 10,000 runs with worker churn.
+processes as well for (7) a first run, (4) a new master, (5) discovery over hours of runs
+15 s apart, the hourly full scan included, and (6) no master; last, without either crowd,
+(8) memory over 10,000 runs with worker churn.
 """
 
 import argparse
