@@ -147,7 +147,7 @@ def median_ms(samples):
 def spread(samples):
     """Median and interquartile range, in ms."""
     if len(samples) < 4:
-        return f'{median_ms(samples):9.3f} ms  ({len(samples)} runs: {", ".join(f"{MS * s:.1f}" for s in samples)})'
+        return f'{median_ms(samples):9.3f} ms  ({len(samples)} runs: {", ".join(f"{MS * s:.3g}" for s in samples)})'
     q1, _, q3 = statistics.quantiles(samples, n=4)
     return f'{median_ms(samples):9.3f} ms  (IQR {MS * q1:.3f}-{MS * q3:.3f}, {len(samples)} runs)'
 
@@ -460,21 +460,27 @@ def busy(report, app, args):
         # What listing connections cost when Python walks the whole table to find the app's.
         return sockdiag.dump_tcp(socket.AF_INET, {procfs.TCP_ESTABLISHED, procfs.TCP_CLOSE_WAIT}, None, info=True)
 
+    bundled = Run(BundledApproach)
     try:
         ours()
         contenders.update(ours=counted)
         samples = side_by_side(contenders, args.rounds // 3, between=clients.renew)
         # Apart: its 10,000 objects a call would set off the garbage collector in the others' turns.
         samples.update(side_by_side({'unfiltered': unfiltered}, args.bundled_runs, warmup=1))
+        samples.update(side_by_side({'bundled': bundled}, 3, between=clients.renew, warmup=0))
+        bundled_saw = workers_reported()
     finally:
         clients.close()
-        floor.close()
+        for each in contenders.values():
+            getattr(each, 'close', lambda: None)()
     report.line('ours', samples['ours'])
     report.line('floor: steady + port dump + fds', samples['floor'])
     if 'floor, pidfd_getfd' in samples:
         report.line('floor, pidfd_getfd, no dump', samples['floor, pidfd_getfd'])
     report.line('dump of every connection, unfiltered', samples['unfiltered'])
+    report.line('bundled approach', samples['bundled'])
     report.note(f'ours saw all {app.expected} workers working in {seen.count(app.expected)} of {len(seen)} runs')
+    report.note(f'the bundled approach reported (working, idle) = {bundled_saw} at its last run')
     median = median_ms(samples['ours'])
     report.target(3, 'busy run, 4 workers, 10,000 other sockets <= 1 ms', median <= 1.0, f'{median:.3f} ms')
 
