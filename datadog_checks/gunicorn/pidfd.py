@@ -53,21 +53,10 @@ class Pidfds(procfs.KeptFds):
         the process `key` names, as the kernel's tables would list it; a TCP connection carries
         its tcp_info. Left out: sockets of other kinds, and those the process closed since its
         fds were read."""
-        pidfd = self.fds.get(key)
-        if pidfd is not None:
-            self.used.add(key)
-        else:
-            pidfd = open_process(key, self.root)
-            if not self._keep(key, pidfd):
-                try:
-                    return _sockets_of(pidfd, key[0], fds)
-                finally:
-                    os.close(pidfd)
-        try:
-            return _sockets_of(pidfd, key[0], fds)
-        except BaseException:
-            self._drop(key)  # gone, or refused: opened anew if asked again
-            raise
+        return self._use(key, self._open, lambda pidfd: _sockets_of(pidfd, key[0], fds))
+
+    def _open(self, key):
+        return open_process(key, self.root)
 
 
 def _sockets_of(pidfd, pid, fds):

@@ -596,6 +596,27 @@ class KeptFds:
         if fd is not None:
             os.close(fd)
 
+    def _use(self, key, open_fd, read):
+        """read(fd) of the fd kept for `key`; when none is, of open_fd(key), kept while under
+        the limit and closed after use otherwise. Whatever `read` raises drops the kept fd: a
+        process gone, or no longer readable, is opened (and checked) anew if asked again."""
+        fd = self.fds.get(key)
+        if fd is not None:
+            self.used.add(key)
+            kept = True
+        else:
+            fd = open_fd(key)
+            kept = self._keep(key, fd)
+        try:
+            return read(fd)
+        except BaseException:
+            if kept:
+                self._drop(key)
+            raise
+        finally:
+            if not kept:
+                os.close(fd)
+
     def _open_verified(self, key, name, flags):
         """An fd on /proc/PID/`name` of the process `key` (pid, start_ticks) names; NoSuchProcess
         when the pid is gone or another process's."""
@@ -738,35 +759,17 @@ class FdReader(KeptFds):
     def read_fd_links(self, key):
         """read_fd_links(pid, root) of the process `key` names."""
         folder = f'{self.root}/{key[0]}/fd'
-        return self._use(key, folder, lambda dir_fd: _fd_links(key[0], folder, os.listdir(dir_fd), dir_fd))
+        try:
+            return self._use(key, self._open, lambda dir_fd: _fd_links(key[0], folder, os.listdir(dir_fd), dir_fd))
+        except OSError as e:
+            raise _mapped(e, key[0], folder) from None
 
     def fd_change_time(self, key, fd):
         """fd_change_time(pid, fd, root) of the process `key` names."""
-        path = f'{self.root}/{key[0]}/fd/{fd}'
-        return self._use(key, path, lambda dir_fd: os.stat(str(fd), dir_fd=dir_fd).st_ctime)
-
-    def _use(self, key, path, read):
-        dir_fd = self.fds.get(key)
-        if dir_fd is not None:
-            self.used.add(key)
-        else:
-            dir_fd = self._open(key)
-            if not self._keep(key, dir_fd):
-                try:
-                    return read(dir_fd)
-                except OSError as e:
-                    raise _mapped(e, key[0], path) from None
-                finally:
-                    os.close(dir_fd)
-        # Gone, or no longer readable: opened (and checked) anew if asked again.
         try:
-            return read(dir_fd)
+            return self._use(key, self._open, lambda dir_fd: os.stat(str(fd), dir_fd=dir_fd).st_ctime)
         except OSError as e:
-            self._drop(key)
-            raise _mapped(e, key[0], path) from None
-        except (psutil.Error, ProcfsError):
-            self._drop(key)
-            raise
+            raise _mapped(e, key[0], f'{self.root}/{key[0]}/fd/{fd}') from None
 
     def _open(self, key):
         return self._open_verified(key, 'fd', OPEN_DIR_FLAGS)
@@ -783,24 +786,11 @@ class ChildrenReader(KeptFds):
 
     def read_children(self, key):
         """read_children(pid, root) of the process `key` names."""
-        pid = key[0]
-        path = _children_path(self.root, pid)
-        fd = self.fds.get(key)
-        if fd is not None:
-            self.used.add(key)
-            kept = True
-        else:
-            fd = self._open_children(key)
-            kept = self._keep(key, fd)
+        path = _children_path(self.root, key[0])
         try:
-            return _children_of(_pread_children(fd), path)
+            return self._use(key, self._open_children, lambda fd: _children_of(_pread_children(fd), path))
         except OSError as e:
-            if kept:
-                self._drop(key)
-            raise _mapped(e, pid, path) from None
-        finally:
-            if not kept:
-                os.close(fd)
+            raise _mapped(e, key[0], path) from None
 
     def _open_children(self, key):
         pid = key[0]
