@@ -85,6 +85,14 @@ def _read_bytes(root, pid, name, whole=False):
         raise _mapped(e, pid, path) from None
 
 
+def _open(pid, path, flags=OPEN_FLAGS):
+    """An fd on PID's file at `path`, for the caller to close."""
+    try:
+        return os.open(path, flags)
+    except OSError as e:
+        raise _mapped(e, pid, path) from None
+
+
 def _read_text(root, pid, name, whole=False):
     return _read_bytes(root, pid, name, whole).decode('utf-8', 'replace')
 
@@ -425,10 +433,7 @@ def mapped_paths(pid, root='/proc'):
     the file anew, walking the mappings and their paths (a python process maps some 200, about
     0.3 ms in all), so a caller that finds what it looks for early spares it the rest."""
     path = f'{root}/{pid}/maps'
-    try:
-        fd = os.open(path, OPEN_FLAGS)
-    except OSError as e:
-        raise _mapped(e, pid, path) from None
+    fd = _open(pid, path)
     try:
         rest, offset = b'', 0
         while True:
@@ -621,11 +626,7 @@ class KeptFds:
         """An fd on /proc/PID/`name` of the process `key` (pid, start_ticks) names; NoSuchProcess
         when the pid is gone or another process's."""
         pid, start_ticks = key
-        path = f'{self.root}/{pid}'
-        try:
-            pid_dir = os.open(path, OPEN_DIR_FLAGS)
-        except OSError as e:
-            raise _mapped(e, pid, path) from None
+        pid_dir = _open(pid, f'{self.root}/{pid}', OPEN_DIR_FLAGS)
         try:
             # Both opened through pid_dir, so both belong to the process it names, whatever
             # happens to the pid meanwhile. `name` first: it is what a user without access to
@@ -673,7 +674,6 @@ class _KeptFiles(KeptFds):
 
     def _read(self, pid, read):
         """read(fd) of PID's file, mapping errors as the module's readers do."""
-        path = f'{self.root}/{pid}/{self.name}'
         fd = self.fds.get(pid)
         if fd is not None:
             try:
@@ -682,24 +682,15 @@ class _KeptFiles(KeptFds):
                 self._drop(pid)  # that process is gone; the pid may be another's by now
             except OSError as e:
                 self._drop(pid)
-                raise _mapped(e, pid, path) from None
+                raise _mapped(e, pid, f'{self.root}/{pid}/{self.name}') from None
             else:
                 self.used.add(pid)
                 return data
+        path = f'{self.root}/{pid}/{self.name}'
         try:
-            fd = os.open(path, OPEN_FLAGS)
+            return self._use(pid, lambda _: _open(pid, path), read)
         except OSError as e:
             raise _mapped(e, pid, path) from None
-        kept = self._keep(pid, fd)
-        try:
-            return read(fd)
-        except OSError as e:
-            if kept:
-                self._drop(pid)
-            raise _mapped(e, pid, path) from None
-        finally:
-            if not kept:
-                os.close(fd)
 
 
 class StatReader(_KeptFiles):
