@@ -256,7 +256,11 @@ def test_keep_alive_in_a_pods_own_network_namespace_is_told_from_work(pods, make
         dd_run_check(check)
         idle = working(aggregator), last(aggregator, 'gunicorn.connections.active')
         connections[0].request('GET', '/sleep?s=6')
-        wait_until(lambda: aggregator.reset() or dd_run_check(check) or working(aggregator) == 1, what='1 working')
+        wait_until(
+            lambda: aggregator.reset() or dd_run_check(check) or working(aggregator) == 1,
+            what=lambda: f'1 working; the last run saw {working(aggregator)} working, '
+            f'{last(aggregator, "gunicorn.requests.in_flight")} in flight',
+        )
         in_flight = last(aggregator, 'gunicorn.requests.in_flight')
     finally:
         for connection in connections:
