@@ -663,7 +663,7 @@ def main():
     parser.add_argument('--idle-processes', type=int, default=2000)
     parser.add_argument('--sockets', type=int, default=10000, help='ESTABLISHED sockets of another app')
     parser.add_argument('--first-runs', type=int, default=9)
-    parser.add_argument('--hours', type=int, default=3, help='scenario 5: hours of runs, each amortized on its own')
+    parser.add_argument('--hours', type=int, default=5, help='scenario 5: hours of runs, each amortized on its own')
     parser.add_argument('--absent-runs', type=int, default=20)
     parser.add_argument('--memory-runs', type=int, default=10000)
     args = parser.parse_args()
