@@ -15,38 +15,13 @@ from datadog_checks.gunicorn import pidfd, sockdiag
 from datadog_checks.gunicorn.procfs import TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN
 from datadog_checks.gunicorn.sockdiag import (
     HEADER,
-    INET_DIAG_INFO,
-    INET_DIAG_REQ_BYTECODE,
     NETLINK_SOCK_DIAG,
-    NLM_F_DUMP,
-    NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
-    REQUEST,
-    SOCK_DIAG_BY_FAMILY,
 )
 
 # A dump message is at most 32 KiB (the kernel's netlink dump size); twice that always holds one.
 BUFFER_SIZE = 1 << 16
-
-
-def dump_request(states, ports=None, info=False):
-    """One SOCK_DIAG_BY_FAMILY dump request for IPv4 TCP sockets in `states`, on `ports`. A
-    single port goes in the request's own source port, which the kernel compares before
-    anything else; several need inet_diag bytecode, run on every socket of the table."""
-    mask = 0
-    for state in states:
-        mask |= 1 << state
-    body = bytearray(
-        REQUEST.pack(socket.AF_INET, socket.IPPROTO_TCP, (1 << (INET_DIAG_INFO - 1)) if info else 0, 0, mask)
-    )
-    if ports and len(ports) == 1:
-        struct.pack_into('>H', body, 8, *ports)  # inet_diag_sockid.idiag_sport
-    elif ports:
-        code = sockdiag.port_filter(ports)
-        length = 4 + len(code)
-        body += struct.pack('=HH', length, INET_DIAG_REQ_BYTECODE) + code + b'\0' * (-length % 4)
-    return HEADER.pack(HEADER.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body
 
 
 def parse_stat(data):
@@ -127,7 +102,7 @@ class SteadyFloor:
     def __init__(self, pids, kept=False):
         self.stats = StatFiles(pids, kept)
         self.netlink = Netlink(kept)
-        self.request = dump_request({TCP_LISTEN})
+        self.request = sockdiag.dump_request(socket.AF_INET, {TCP_LISTEN})
 
     def __call__(self):
         return self.stats.read(), self.netlink.dump(self.request)
@@ -145,7 +120,7 @@ class BusyFloor(SteadyFloor):
     def __init__(self, master, workers, port, kept=False):
         super().__init__([master, *workers], kept)
         self.fd_folders = [f'/proc/{pid}/fd' for pid in workers]
-        self.connections = dump_request({TCP_ESTABLISHED, TCP_CLOSE_WAIT}, {port}, info=True)
+        self.connections = sockdiag.dump_request(socket.AF_INET, {TCP_ESTABLISHED, TCP_CLOSE_WAIT}, {port}, info=True)
 
     def __call__(self):
         stats, listen = super().__call__()

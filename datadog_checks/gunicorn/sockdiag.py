@@ -142,6 +142,24 @@ def dump_tcp(family, states, ports=None, info=False, sock=None):
     kernel compares before anything else, several with bytecode (see port_filter). For a
     LISTEN socket, rx_queue is its accept queue, as in /proc/net/tcp. With `info`, each
     socket's `info` is its TcpInfo, or None where the kernel sent too little of it."""
+    own = sock is None
+    if own:
+        sock = _new_socket()
+    try:
+        sock.sendto(dump_request(family, states, ports, info), (0, 0))
+        sockets = []
+        while True:
+            if _parse(sock.recv(RECEIVE_SIZE), family, info, sockets):
+                return sockets
+    except OSError as e:
+        raise SockDiagUnavailable(f'sock_diag netlink: {e.strerror or e}') from None
+    finally:
+        if own:
+            sock.close()
+
+
+def dump_request(family, states, ports=None, info=False):
+    """The netlink message asking for dump_tcp()'s sockets."""
     mask = 0
     for state in states:
         mask |= 1 << state
@@ -152,20 +170,7 @@ def dump_tcp(family, states, ports=None, info=False, sock=None):
     elif ports:
         request += _attribute(INET_DIAG_REQ_BYTECODE, port_filter(ports))
     header = HEADER.pack(HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-    own = sock is None
-    if own:
-        sock = _new_socket()
-    try:
-        sock.sendto(header + request, (0, 0))
-        sockets = []
-        while True:
-            if _parse(sock.recv(RECEIVE_SIZE), family, info, sockets):
-                return sockets
-    except OSError as e:
-        raise SockDiagUnavailable(f'sock_diag netlink: {e.strerror or e}') from None
-    finally:
-        if own:
-            sock.close()
+    return header + request
 
 
 def port_filter(ports):
