@@ -179,7 +179,8 @@ class Sockets:
         if unknown:
             families, ports = FAMILIES, None  # any listener there may be the unknown socket
         else:
-            families, ports = {lst.family for lst in known if not lst.path}, {lst.port for lst in known if not lst.path}
+            tcp = self._tcp_listeners(configured)
+            families, ports = {lst.family for lst in tcp}, {lst.port for lst in tcp}
         listen = [sock for family in families for sock in self._tcp(pid, namespace, family, {procfs.TCP_LISTEN}, ports)]
         unix_paths = {lst.path for lst in known if lst.path}
         unix = procfs.read_net_unix(pid, self.root, None if unknown else unix_paths) if unknown or unix_paths else []
