@@ -188,11 +188,8 @@ class SettledRun(Run):
         self.clock.offset = RESCAN_INTERVAL + CHECK_INTERVAL
 
     def __call__(self):
-        time.monotonic = self.clock
-        try:
+        with self.clock.installed():
             super().__call__()
-        finally:
-            time.monotonic = self.clock.real
 
 
 class ClockedRun(Run):
