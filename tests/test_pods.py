@@ -11,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import NamedTuple
@@ -256,10 +257,25 @@ def test_keep_alive_in_a_pods_own_network_namespace_is_told_from_work(pods, make
         dd_run_check(check)
         idle = working(aggregator), last(aggregator, 'gunicorn.connections.active')
         connections[0].request('GET', '/sleep?s=6')
+        started, runs = time.monotonic(), []
+
+        def one_run():
+            aggregator.reset()
+            dd_run_check(check)
+            runs.append(
+                (
+                    round(time.monotonic() - started, 3),
+                    working(aggregator),
+                    last(aggregator, 'gunicorn.requests.in_flight'),
+                    last(aggregator, 'gunicorn.connections.active'),
+                )
+            )
+            return working(aggregator) == 1
+
         wait_until(
-            lambda: aggregator.reset() or dd_run_check(check) or working(aggregator) == 1,
-            what=lambda: f'1 working; the last run saw {working(aggregator)} working, '
-            f'{last(aggregator, "gunicorn.requests.in_flight")} in flight',
+            one_run,
+            what=lambda: f'1 working; of {len(runs)} runs (s after the request, working, in flight, active), '
+            f'the first: {runs[:10]}, the last: {runs[-3:]}',
         )
         in_flight = last(aggregator, 'gunicorn.requests.in_flight')
     finally:
